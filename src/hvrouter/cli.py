@@ -1,0 +1,330 @@
+"""`hvrouter` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config, example_text, load_config
+from .errors import HvrouterError, InputError, Problem
+from .model import Port
+from .ports import parse_port
+from .store import Store
+
+DEFAULT_CONFIG = "/etc/hvrouter/hvrouter.yaml"
+DEFAULT_STATE = "/var/lib/hvrouter"
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config))
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return Store(Path(args.state_dir))
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# -- config -------------------------------------------------------------------
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(f"config {args.config}: ok ({len(cfg.networks)} network(s), {len(cfg.fabric.uplinks)} uplink(s))")
+    return 0
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    sys.stdout.write(example_text())
+    return 0
+
+
+# -- ports ----------------------------------------------------------------------
+
+def cmd_port_add(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    data: dict[str, Any] = {
+        "name": args.name,
+        "mac": args.mac,
+        "network": args.network,
+        "ipv4": args.ipv4 or [],
+        "ipv6": args.ipv6 or [],
+        "extra": args.extra or [],
+    }
+    port, problems = parse_port(data, cfg)
+    if port is None:
+        raise InputError(f"port add {args.name}", problems)
+    store = _store(args)
+    store.add_ports([port], cfg)
+    _kick(args)
+    print(f"port {port.name}: added")
+    return 0
+
+
+def cmd_port_del(args: argparse.Namespace) -> int:
+    store = _store(args)
+    store.delete_port(args.name)
+    _kick(args)
+    print(f"port {args.name}: deleted")
+    return 0
+
+
+def _port_line(p: Port) -> str:
+    addrs = [str(a) for a in p.ipv4] + [str(n) for n in p.to_json()["ipv6"]]  # type: ignore[attr-defined]
+    extra = f" extra {','.join(str(n) for n in p.extra)}" if p.extra else ""
+    return f"{p.name:<15} {p.mac}  {p.network:<12} {' '.join(addrs)}{extra}"
+
+
+def cmd_port_list(args: argparse.Namespace) -> int:
+    ports = _store(args).list_ports()
+    if args.json:
+        _print_json([p.to_json() for p in ports])
+    else:
+        for p in ports:
+            print(_port_line(p))
+    return 0
+
+
+def cmd_port_show(args: argparse.Namespace) -> int:
+    port = _store(args).get_port(args.name)
+    if args.json:
+        _print_json(port.to_json())
+    else:
+        for k, v in port.to_json().items():
+            print(f"{k:<8} {' '.join(v) if isinstance(v, list) else v}")
+    return 0
+
+
+def cmd_port_import(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    src = sys.stdin if args.file == "-" else None
+    try:
+        text = src.read() if src else Path(args.file).read_text()
+    except OSError as exc:
+        raise InputError("port import", [Problem("file", args.file, f"a readable file ({exc.strerror})")]) from None
+    ports: list[Port] = []
+    problems: list[Problem] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{args.file}:{lineno}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(where, line[:60], f"a JSON object ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(where, data, "a JSON object with name, mac, network, ipv4, ipv6"))
+            continue
+        port, errs = parse_port(data, cfg, where)
+        problems.extend(errs)
+        if port is not None:
+            ports.append(port)
+    if problems:
+        raise InputError(f"port import {args.file} (nothing imported)", problems)
+    store = _store(args)
+    try:
+        store.add_ports(ports, cfg)
+    except InputError as exc:
+        # Re-label positions with file line numbers is not possible after the
+        # blank-line skip; keep the port names, which are in every message.
+        raise InputError(f"port import {args.file} (nothing imported)", exc.problems) from None
+    _kick(args)
+    print(f"imported {len(ports)} port(s)")
+    return 0
+
+
+def cmd_port_export(args: argparse.Namespace) -> int:
+    for p in _store(args).list_ports():
+        print(json.dumps(p.to_json()))
+    return 0
+
+
+def _kick(args: argparse.Namespace) -> None:
+    from .daemon import kick
+
+    kick(Path(args.state_dir))
+
+
+# -- reconcile / daemon / status --------------------------------------------------
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import Reconciler, describe_op
+
+    if not args.once:
+        raise InputError("reconcile", [Problem("--once", False, "--once (use `hvrouter daemon` to keep running)")])
+    cfg = _config(args)
+    ports = _store(args).list_ports()
+    report = Reconciler(cfg).run(ports, dry_run=args.dry_run)
+    names = {link.index: name for name, link in report.links.items()}
+    failed = {id(f.op): f.reason for f in report.failures}
+    if args.json:
+        _print_json(
+            {
+                "dry_run": args.dry_run,
+                "changes": len(report.ops),
+                "failures": [{"op": describe_op(f.op, names), "reason": f.reason} for f in report.failures],
+                "ports": report.port_status(),
+                "timings": report.timings,
+            }
+        )
+    else:
+        verb = "would apply" if args.dry_run else "applied"
+        for op in report.ops:
+            line = describe_op(op, names)
+            print(f"FAILED {line}: {failed[id(op)]}" if id(op) in failed else line)
+        pending = sum(1 for s in report.port_state.values() if s != "ready")
+        print(
+            f"{verb} {len(report.ops) - len(failed)} change(s), {len(failed)} failure(s); "
+            f"{len(report.port_state)} port(s), {pending} not ready; {report.timings['total_s']:.3f} s"
+        )
+    return 1 if report.failures else 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    cfg = _config(args)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    Daemon(cfg, Path(args.state_dir), resync_interval=args.resync_interval).run()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .reconcile import Reconciler, describe_op
+
+    cfg = _config(args)
+    ports = _store(args).list_ports()
+    report = Reconciler(cfg).run(ports, dry_run=True)
+    status = report.port_status()
+    host_drift = [op for op in report.ops if op.owner == "host"]
+    names = {link.index: name for name, link in report.links.items()}
+    pidfile = Path(args.state_dir) / "hvrouter.pid"
+    daemon_pid = None
+    if pidfile.exists():
+        try:
+            pid = int(pidfile.read_text())
+            os.kill(pid, 0)
+            daemon_pid = pid
+        except (ValueError, OSError):
+            daemon_pid = None
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[str(s["state"])] = counts.get(str(s["state"]), 0) + 1
+    if args.json:
+        _print_json(
+            {
+                "daemon_pid": daemon_pid,
+                "ports": [{"name": n, **s} for n, s in status.items()],
+                "summary": counts,
+                "host_drift": [describe_op(op, names) for op in host_drift],
+            }
+        )
+    else:
+        print(f"daemon: {'running, pid ' + str(daemon_pid) if daemon_pid else 'not running'}")
+        print(f"host objects: {'in sync' if not host_drift else str(len(host_drift)) + ' differ'}")
+        for op in host_drift:
+            print(f"  {describe_op(op, names)}")
+        print(f"ports: {len(status)} " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        for name, s in status.items():
+            print(f"  {name:<15} {s['state']:<11} {s['detail']}")
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------
+
+def cmd_bench_program(args: argparse.Namespace) -> int:
+    from .bench.program import run_program_bench
+
+    result = run_program_bench(args.ports, keep=args.keep)
+    if args.json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            print(f"{k:<24} {v}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hvrouter", description="Route VMs on the hypervisor.")
+    p.add_argument("--config", default=os.environ.get("HVROUTER_CONFIG", DEFAULT_CONFIG), help="host configuration YAML")
+    p.add_argument("--state-dir", default=os.environ.get("HVROUTER_STATE_DIR", DEFAULT_STATE), help="store and sockets")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("config", help="check or print the configuration").add_subparsers(dest="sub", required=True)
+    c.add_parser("check", help="validate the config file").set_defaults(func=cmd_config_check)
+    c.add_parser("example", help="print a commented example").set_defaults(func=cmd_config_example)
+
+    pt = sub.add_parser("port", help="manage VM ports").add_subparsers(dest="sub", required=True)
+    a = pt.add_parser("add", help="add a port")
+    a.add_argument("name")
+    a.add_argument("--mac", required=True)
+    a.add_argument("--network", required=True)
+    a.add_argument("--ipv4", action="append")
+    a.add_argument("--ipv6", action="append")
+    a.add_argument("--extra", action="append", help="extra prefix routed to this port")
+    a.set_defaults(func=cmd_port_add)
+    d = pt.add_parser("del", help="delete a port")
+    d.add_argument("name")
+    d.set_defaults(func=cmd_port_del)
+    ls = pt.add_parser("list", help="list ports")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_port_list)
+    sh = pt.add_parser("show", help="show one port")
+    sh.add_argument("name")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_port_show)
+    im = pt.add_parser("import", help="add ports from JSON lines (all or nothing)")
+    im.add_argument("file", help="file of JSON lines, or - for stdin")
+    im.set_defaults(func=cmd_port_import)
+    pt.add_parser("export", help="print ports as JSON lines").set_defaults(func=cmd_port_export)
+
+    r = sub.add_parser("reconcile", help="make the kernel match the desired state")
+    r.add_argument("--once", action="store_true", help="one pass, then exit")
+    r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_reconcile)
+
+    dm = sub.add_parser("daemon", help="run the agent")
+    dm.add_argument("--resync-interval", type=float, default=30.0, help="seconds between full resyncs")
+    dm.set_defaults(func=cmd_daemon)
+
+    st = sub.add_parser("status", help="ports: programmed / pending / drift")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="sub", required=True)
+    bp = b.add_parser("program", help="time programming N ports against ip -batch")
+    bp.add_argument("--ports", type=int, default=10000)
+    bp.add_argument("--json", action="store_true")
+    bp.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    bp.set_defaults(func=cmd_bench_program)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HvrouterError as exc:
+        print(f"hvrouter: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Host configuration: YAML validated into frozen pydantic models.
+
+Two passes, both reporting every problem at once:
+1. structure and types (pydantic), with extra keys forbidden so typos show;
+2. cross references (tables named by networks and uplinks exist, gateways sit
+   in their subnet, names are unique...).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import cached_property
+from importlib import resources
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError, Problem
+
+NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
+IFNAME_RE = r"^[A-Za-z0-9_.:@+-]{1,15}$"
+# Kernel table ids that are not ours to hand out: unspec, compat, default, main, local.
+RESERVED_TABLES = {0, 252, 253, 254, 255}
+RULE_RANGE = 100  # size of our reserved priority range
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class IPv4Config(_Model):
+    subnet: IPv4Network = Field(description="subnet the VMs believe they share")
+    gateway: IPv4Address = Field(description="gateway address the VMs see")
+
+
+class IPv6Config(_Model):
+    mode: Literal["prefix-per-port", "shared-prefix"]
+    prefix: IPv6Network = Field(
+        description="prefix-per-port: the block each port's prefix comes from; "
+        "shared-prefix: the /64 every VM shares"
+    )
+    gateway: IPv6Address = IPv6Address("fe80::1")
+    port_prefix_len: int = Field(64, ge=48, le=128)
+
+
+class NetworkConfig(_Model):
+    name: str = Field(pattern=NAME_RE)
+    table: str
+    ipv4: IPv4Config | None = None
+    ipv6: IPv6Config | None = None
+
+
+class UplinkConfig(_Model):
+    interface: str = Field(pattern=IFNAME_RE)
+    table: str
+    proxy_ndp: bool = Field(
+        True, description="answer NDP for VM addresses of shared-prefix networks of this table"
+    )
+
+
+class FabricConfig(_Model):
+    uplinks: tuple[UplinkConfig, ...] = ()
+
+
+class PrefixRule(_Model):
+    prefix: IPv4Network | IPv6Network
+    table: str
+
+
+class RulesConfig(_Model):
+    priority: int = Field(20000, ge=1, le=32665 - RULE_RANGE)
+    default_table: str = "public"
+    local_out_table: str | None = "local-out"
+    prefixes: tuple[PrefixRule, ...] = ()
+
+
+class TapConfig(_Model):
+    rp_filter: Literal[0, 1, 2] = 1
+
+
+class Config(_Model):
+    rtproto: int = Field(211, ge=5, le=254)
+    tables: dict[str, int] = Field(
+        default_factory=lambda: {"public": 90, "private": 20, "local-out": 100}
+    )
+    rules: RulesConfig = RulesConfig()
+    networks: tuple[NetworkConfig, ...] = ()
+    fabric: FabricConfig = FabricConfig()
+    tap: TapConfig = TapConfig()
+
+    @cached_property
+    def network_by_name(self) -> dict[str, NetworkConfig]:
+        return {n.name: n for n in self.networks}
+
+    def table_id(self, name: str) -> int:
+        return self.tables[name]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _expected_from_pydantic(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", ""))
+    if kind == "extra_forbidden":
+        return "no such field (check the spelling)"
+    if kind == "missing":
+        return "this field to be present"
+    if kind == "literal_error":
+        return msg.replace("Input should be ", "one of ")
+    if kind == "string_pattern_mismatch":
+        return msg.replace("String should match pattern", "a name matching")
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _semantic_problems(cfg: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    tables = cfg.tables
+
+    def need_table(where: str, name: str | None) -> None:
+        if name is not None and name not in tables:
+            problems.append(Problem(where, name, f"one of the tables {sorted(tables)}"))
+
+    seen_ids: dict[int, str] = {}
+    for name, tid in tables.items():
+        if not re.match(NAME_RE, name):
+            problems.append(Problem(f"tables.{name}", name, "a name matching " + NAME_RE))
+        if tid in RESERVED_TABLES or not 1 <= tid < 2**32:
+            problems.append(
+                Problem(f"tables.{name}", tid, "a table id in 1..2^32-1 other than 252-255")
+            )
+        elif tid in seen_ids:
+            problems.append(
+                Problem(f"tables.{name}", tid, f"an id not already used by table {seen_ids[tid]}")
+            )
+        seen_ids.setdefault(tid, name)
+
+    need_table("rules.default_table", cfg.rules.default_table)
+    need_table("rules.local_out_table", cfg.rules.local_out_table)
+    for i, pr in enumerate(cfg.rules.prefixes):
+        need_table(f"rules.prefixes[{i}].table", pr.table)
+
+    names: set[str] = set()
+    for i, net in enumerate(cfg.networks):
+        where = f"networks[{i}]"
+        if net.name in names:
+            problems.append(Problem(f"{where}.name", net.name, "a network name used only once"))
+        names.add(net.name)
+        need_table(f"{where}.table", net.table)
+        if net.ipv4 is None and net.ipv6 is None:
+            problems.append(Problem(where, net.name, "at least one of ipv4 / ipv6"))
+        if net.ipv4 is not None:
+            v4 = net.ipv4
+            if v4.gateway not in v4.subnet:
+                problems.append(
+                    Problem(f"{where}.ipv4.gateway", str(v4.gateway), f"an address in {v4.subnet}")
+                )
+        if net.ipv6 is not None:
+            v6 = net.ipv6
+            if not v6.gateway.is_link_local:
+                problems.append(
+                    Problem(f"{where}.ipv6.gateway", str(v6.gateway), "a link-local address (fe80::/10)")
+                )
+            if v6.mode == "shared-prefix" and v6.prefix.prefixlen > 64:
+                problems.append(
+                    Problem(f"{where}.ipv6.prefix", str(v6.prefix), "a prefix of length /64 or shorter")
+                )
+            if v6.mode == "prefix-per-port" and v6.port_prefix_len < v6.prefix.prefixlen:
+                problems.append(
+                    Problem(
+                        f"{where}.ipv6.port_prefix_len",
+                        v6.port_prefix_len,
+                        f"a length >= /{v6.prefix.prefixlen} (the network prefix)",
+                    )
+                )
+    # Two networks routed in one table must not overlap: a host route would be
+    # ambiguous about which network's gateway/mode applies.
+    by_table: dict[str, list[tuple[str, IPv4Network | IPv6Network]]] = {}
+    for net in cfg.networks:
+        for pfx in (net.ipv4.subnet if net.ipv4 else None, net.ipv6.prefix if net.ipv6 else None):
+            if pfx is not None:
+                by_table.setdefault(net.table, []).append((net.name, pfx))
+    for entries in by_table.values():
+        for a in range(len(entries)):
+            for b in range(a + 1, len(entries)):
+                (na, pa), (nb, pb) = entries[a], entries[b]
+                if pa.version == pb.version and pa.overlaps(pb):  # type: ignore[arg-type]
+                    problems.append(
+                        Problem(f"networks.{nb}", str(pb), f"a prefix not overlapping {na} ({pa})")
+                    )
+
+    ifnames: set[str] = set()
+    for i, up in enumerate(cfg.fabric.uplinks):
+        need_table(f"fabric.uplinks[{i}].table", up.table)
+        if up.interface in ifnames:
+            problems.append(
+                Problem(f"fabric.uplinks[{i}].interface", up.interface, "an interface listed once")
+            )
+        ifnames.add(up.interface)
+    for fam in (4, 6):
+        n_uplinks = sum(1 for u in cfg.fabric.uplinks if u.table != cfg.rules.default_table)
+        n_prefixes = sum(1 for p in cfg.rules.prefixes if p.prefix.version == fam) + sum(
+            1
+            for net in cfg.networks
+            if net.table != cfg.rules.default_table and (net.ipv4 if fam == 4 else net.ipv6)
+        )
+        if n_uplinks + 2 * n_prefixes > RULE_RANGE - 11:
+            problems.append(
+                Problem(
+                    "rules",
+                    f"{n_uplinks} uplink rules + {2 * n_prefixes} prefix rules (IPv{fam})",
+                    f"at most {RULE_RANGE - 11} rules in the reserved range",
+                )
+            )
+    return problems
+
+
+def parse_config(data: object, source: str = "config") -> Config:
+    """Validate a decoded YAML document; raise InputError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(source, [Problem("(top level)", type(data).__name__, "a mapping")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(_loc(tuple(e["loc"])), e.get("input"), _expected_from_pydantic(dict(e)))
+            for e in exc.errors()
+        ]
+        raise InputError(source, problems) from None
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise InputError(source, problems)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(
+            f"config {path}", [Problem("file", str(path), "an existing YAML file (see `hvrouter config example`)")]
+        ) from None
+    except OSError as exc:
+        raise InputError(f"config {path}", [Problem("file", str(path), f"a readable file ({exc.strerror})")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        raise InputError(f"config {path}", [Problem(where, getattr(exc, "problem", str(exc)), "valid YAML")]) from None
+    return parse_config(data, f"config {path}")
+
+
+def example_text() -> str:
+    return resources.files("hvrouter").joinpath("data/example.yaml").read_text()
+
+
+def network_of(cfg: Config, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    for net in cfg.networks:
+        if isinstance(address, IPv4Address) and net.ipv4 and address in net.ipv4.subnet:
+            return net.name
+        if isinstance(address, IPv6Address) and net.ipv6 and address in net.ipv6.prefix:
+            return net.name
+    return None

@@ -1,0 +1,128 @@
+"""The agent: reconcile on link events and store changes, resync periodically.
+
+Events only say *when* to look; every pass is a full observe/plan/diff, so a
+lost event (netlink ENOBUFS) costs at most a delay, never a wrong state.
+Objects that fail are logged by name and retried with exponential backoff
+without holding back the others (they are re-planned on every pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from pathlib import Path
+
+from .config import Config
+from .kernel import NetlinkSocket
+from .kernel.netlink import RTMGRP_LINK
+from .reconcile import Reconciler, describe_op
+from .store import Store
+
+log = logging.getLogger("hvrouter.daemon")
+SOCKET_NAME = "hvrouter.sock"
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 60.0
+
+
+def kick(state_dir: Path) -> None:
+    """Tell a running daemon that the store changed (best effort)."""
+    path = state_dir / SOCKET_NAME
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"kick", str(path))
+    except OSError:
+        pass  # no daemon: it will read the store when it starts
+
+
+class Daemon:
+    def __init__(self, cfg: Config, state_dir: Path, resync_interval: float = 30.0) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.store = Store(state_dir)
+        self.resync_interval = resync_interval
+        self.reconciler = Reconciler(cfg)
+        self.events = NetlinkSocket(groups=RTMGRP_LINK)
+        self.events.sock.setblocking(False)
+        sock_path = state_dir / SOCKET_NAME
+        sock_path.unlink(missing_ok=True)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.control.bind(str(sock_path))
+        self.control.setblocking(False)
+        self._stop = False
+        self.passes = 0
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def reconcile(self) -> bool:
+        """One pass; True when everything applied."""
+        ports = self.store.list_ports()
+        report = self.reconciler.run(ports)
+        self.passes += 1
+        names = {link.index: name for name, link in report.links.items()}
+        failed = {id(f.op) for f in report.failures}
+        for op in report.ops:
+            if id(op) not in failed:
+                log.info("applied %s", describe_op(op, names))
+        for f in report.failures:
+            log.warning("failed %s: %s", describe_op(f.op, names), f.reason)
+        if report.ops:
+            log.info(
+                "pass %d: %d change(s), %d failure(s) in %.3f s",
+                self.passes, len(report.ops), len(report.failures), report.timings["total_s"],
+            )
+        return not report.failures
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        sel = selectors.DefaultSelector()
+        sel.register(self.events.sock, selectors.EVENT_READ, "netlink")
+        sel.register(self.control, selectors.EVENT_READ, "control")
+        (self.state_dir / "hvrouter.pid").write_text(f"{os.getpid()}\n")
+        log.info("hvrouter daemon started (pid %d)", os.getpid())
+        version = self.store.data_version()
+        dirty = True
+        backoff = BACKOFF_MIN
+        next_resync = 0.0
+        retry_at: float | None = None
+        while not self._stop:
+            now = time.monotonic()
+            if now >= next_resync or (retry_at is not None and now >= retry_at):
+                dirty = True
+            if dirty:
+                dirty = False
+                next_resync = now + self.resync_interval
+                if self.reconcile():
+                    retry_at, backoff = None, BACKOFF_MIN
+                else:
+                    retry_at = time.monotonic() + backoff
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+            deadline = min(next_resync, retry_at or next_resync)
+            # Also poll the store: a writer without access to our socket
+            # (another user, a crashed CLI) is still noticed within 1 s.
+            timeout = max(0.0, min(deadline - time.monotonic(), 1.0))
+            for key, _ in sel.select(timeout):
+                if key.data == "netlink":
+                    try:
+                        self.events.read_events(lambda t, m: None)
+                    except OSError:
+                        pass  # ENOBUFS: events lost, the full pass below covers it
+                    dirty = True
+                else:
+                    try:
+                        while self.control.recv(64):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    dirty = True
+            current = self.store.data_version()
+            if current != version:
+                version = current
+                dirty = True
+        log.info("hvrouter daemon stopping")
+        (self.state_dir / SOCKET_NAME).unlink(missing_ok=True)
+        (self.state_dir / "hvrouter.pid").unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Pure planning: desired state -> kernel objects -> operations. No I/O."""

@@ -1,0 +1,198 @@
+"""Desired kernel objects from the host config and the ports. Pure.
+
+The only input from the running system is the list of existing links (a tap
+that does not exist yet makes its port *pending*), so this is unit-tested
+without root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+
+from ..config import RULE_RANGE, Config, NetworkConfig
+from ..model import (
+    AF_INET,
+    AF_INET6,
+    DEVCONF_FORWARDING,
+    DEVCONF_PROXY_ARP,
+    DEVCONF_RP_FILTER,
+    DEVCONF_SEND_REDIRECTS,
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RTN_UNICAST,
+    RTN_UNREACHABLE,
+    Address,
+    DevConf,
+    Link,
+    NeighParms,
+    ObjectSet,
+    Port,
+    ProxyNeigh,
+    Route,
+    Rule,
+    Sysctl,
+)
+from ..ports import eui64_link_local
+
+HOST = "host"
+MAIN_TABLE = 254
+# IPv6 routes get metric 1024 when none is given; be explicit so that what we
+# read back compares equal to what we asked for.
+V6_METRIC = 1024
+# Lowest possible preference: a default learned from BGP (metric 32 in BIRD)
+# always wins, and when none is there lookups stop here instead of leaking to
+# the main table.
+LAST_RESORT_METRIC = 2**32 - 1
+SLOT_RULES = 10  # first slot for uplink/prefix rules
+
+
+@dataclass
+class Desired:
+    objects: ObjectSet = field(default_factory=ObjectSet)
+    # port name -> "ready" or the reason it is not programmed
+    port_state: dict[str, str] = field(default_factory=dict)
+
+
+def host_sysctls() -> list[Sysctl]:
+    return [
+        Sysctl("net.ipv4.conf.all.forwarding", "1"),
+        Sysctl("net.ipv6.conf.all.forwarding", "1"),
+        # send_redirects is OR-ed between "all" and the device: both must be 0.
+        Sysctl("net.ipv4.conf.all.send_redirects", "0"),
+        # Proxy NDP answers only for the explicit entries we program (fe80::1
+        # on taps, VM addresses on uplinks); "all" avoids one file per tap.
+        Sysctl("net.ipv6.conf.all.proxy_ndp", "1"),
+    ]
+
+
+def plan_rules(cfg: Config) -> list[Rule]:
+    """The constant rule set, both families. Never depends on ports."""
+    base = cfg.rules.priority
+    tables = cfg.tables
+    default = cfg.rules.default_table
+    out: list[Rule] = []
+    for fam in (AF_INET, AF_INET6):
+        # The host's own traffic (and the next-hop checks the kernel makes with
+        # iif lo) may use connected and management routes, not main's default.
+        out.append(Rule(fam, base, MAIN_TABLE, iif="lo", suppress_prefixlen=0))
+        if cfg.rules.local_out_table:
+            out.append(Rule(fam, base + 1, tables[cfg.rules.local_out_table], iif="lo"))
+        slot = base + SLOT_RULES
+        for up in cfg.fabric.uplinks:
+            if up.table != default:
+                out.append(Rule(fam, slot, tables[up.table], iif=up.interface))
+                slot += 1
+        prefixes: list[tuple[IPv4Network | IPv6Network, str]] = [
+            (p.prefix, p.table) for p in cfg.rules.prefixes
+        ]
+        for net in cfg.networks:
+            if net.table != default:
+                if net.ipv4:
+                    prefixes.append((net.ipv4.subnet, net.table))
+                if net.ipv6:
+                    prefixes.append((net.ipv6.prefix, net.table))
+        for pfx, tname in prefixes:
+            if (pfx.version == 4) != (fam == AF_INET):
+                continue
+            out.append(Rule(fam, slot, tables[tname], dst=str(pfx)))
+            out.append(Rule(fam, slot + 1, tables[tname], src=str(pfx)))
+            slot += 2
+        out.append(Rule(fam, base + RULE_RANGE - 1, tables[default]))
+    return out
+
+
+def routed_tables(cfg: Config) -> list[int]:
+    """Tables fed by networks, uplinks or the catch-all rule (not local-out)."""
+    names = {cfg.rules.default_table}
+    names.update(n.table for n in cfg.networks)
+    names.update(u.table for u in cfg.fabric.uplinks)
+    names.update(p.table for p in cfg.rules.prefixes)
+    names.discard(cfg.rules.local_out_table or "")
+    return sorted(cfg.tables[n] for n in names)
+
+
+def plan_host(cfg: Config, into: ObjectSet) -> None:
+    for s in host_sysctls():
+        into.add(s, HOST)
+    for r in plan_rules(cfg):
+        into.add(r, HOST)
+    for table in routed_tables(cfg):
+        into.add(Route(AF_INET, table, "0.0.0.0/0", LAST_RESORT_METRIC, RTN_UNREACHABLE), HOST)
+        into.add(Route(AF_INET6, table, "::/0", LAST_RESORT_METRIC, RTN_UNREACHABLE), HOST)
+
+
+def plan_port(
+    cfg: Config, port: Port, net: NetworkConfig, link: Link, links: Mapping[str, Link], into: ObjectSet
+) -> None:
+    idx = link.index
+    table = cfg.tables[net.table]
+    owner = port.name
+    lladdr = str(eui64_link_local(port.mac))
+    if net.ipv4 is not None:
+        into.add(Address(AF_INET, idx, str(net.ipv4.gateway), 32, RT_SCOPE_LINK), owner)
+        into.add(
+            DevConf(
+                idx,
+                (
+                    (DEVCONF_FORWARDING, 1),
+                    (DEVCONF_PROXY_ARP, 1),
+                    (DEVCONF_SEND_REDIRECTS, 0),
+                    (DEVCONF_RP_FILTER, cfg.tap.rp_filter),
+                ),
+            ),
+            owner,
+        )
+        # Proxy ARP answers are delayed up to 0.8 s by default.
+        into.add(NeighParms(AF_INET, idx, 0), owner)
+        for a in port.ipv4:
+            into.add(Route(AF_INET, table, f"{a}/32", 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
+    if net.ipv6 is not None:
+        # The gateway fe80::1 is answered by proxy NDP on the tap rather than
+        # configured as an address: 10k taps each holding fe80::1 cost the
+        # kernel 35 s (same-address hash chains), proxy entries 1 s.
+        into.add(ProxyNeigh(AF_INET6, idx, str(net.ipv6.gateway), True), owner)
+        into.add(NeighParms(AF_INET6, idx, 0), owner)
+        if net.ipv6.mode == "prefix-per-port":
+            for pfx in port.ipv6:
+                into.add(Route(AF_INET6, table, str(pfx), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
+        else:
+            uplinks = [
+                links[u.interface]
+                for u in cfg.fabric.uplinks
+                if u.table == net.table and u.proxy_ndp and u.interface in links
+            ]
+            for pfx in port.ipv6:
+                into.add(Route(AF_INET6, table, str(pfx), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx), owner)
+                for up in uplinks:
+                    into.add(ProxyNeigh(AF_INET6, up.index, str(pfx.network_address), False), owner)
+    for pfx_any in port.extra:
+        if pfx_any.version == 4:
+            into.add(Route(AF_INET, table, str(pfx_any), 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
+        else:
+            into.add(
+                Route(AF_INET6, table, str(pfx_any), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr),
+                owner,
+            )
+
+
+def plan(cfg: Config, ports: Iterable[Port], links: Mapping[str, Link]) -> Desired:
+    """Everything the kernel should hold for this config and these ports."""
+    out = Desired()
+    plan_host(cfg, out.objects)
+    for port in ports:
+        net = cfg.network_by_name.get(port.network)
+        if net is None:
+            out.port_state[port.name] = f"error: network {port.network!r} is not in the config"
+            continue
+        link = links.get(port.name)
+        if link is None:
+            out.port_state[port.name] = "pending: tap missing"
+            continue
+        if not link.up:
+            out.port_state[port.name] = "pending: tap down"
+            continue
+        plan_port(cfg, port, net, link, links, out.objects)
+        out.port_state[port.name] = "ready"
+    return out

@@ -1,0 +1,125 @@
+"""Desired-state store: SQLite in WAL mode, one transaction per change.
+
+synchronous=FULL in WAL mode makes a committed change durable even across a
+power cut; a SIGKILL at any moment leaves either the old or the new state.
+Validation happens inside the write transaction (BEGIN IMMEDIATE), so two
+concurrent `port add` cannot both pass the uniqueness checks.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv6Network, ip_network
+from pathlib import Path
+
+from .config import Config
+from .errors import InputError, NotFound, Problem
+from .model import Port
+from .ports import conflicts
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ports (
+    name TEXT PRIMARY KEY,
+    mac TEXT NOT NULL UNIQUE,
+    network TEXT NOT NULL,
+    ipv4 TEXT NOT NULL,
+    ipv6 TEXT NOT NULL,
+    extra TEXT NOT NULL
+);
+"""
+
+
+def _row_to_port(row: sqlite3.Row | tuple[str, str, str, str, str, str]) -> Port:
+    name, mac, network, ipv4, ipv6, extra = row
+    return Port(
+        name=name,
+        mac=mac,
+        network=network,
+        ipv4=tuple(IPv4Address(a) for a in json.loads(ipv4)),
+        ipv6=tuple(IPv6Network(a) for a in json.loads(ipv6)),
+        extra=tuple(ip_network(a) for a in json.loads(extra)),
+    )
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "hvrouter.db"
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._write():
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (cheap change detection)."""
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def list_ports(self) -> list[Port]:
+        rows = self._db.execute(
+            "SELECT name, mac, network, ipv4, ipv6, extra FROM ports ORDER BY name"
+        ).fetchall()
+        return [_row_to_port(r) for r in rows]
+
+    def get_port(self, name: str) -> Port:
+        row = self._db.execute(
+            "SELECT name, mac, network, ipv4, ipv6, extra FROM ports WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"port {name!r}: no such port")
+        return _row_to_port(row)
+
+    def add_ports(self, ports: Sequence[Port], cfg: Config | None = None) -> None:
+        """Add ports in one transaction, or none of them if any conflicts."""
+        with self._write() as db:
+            existing = self.list_ports()
+            problems = conflicts(ports, existing)
+            if problems:
+                raise InputError("port add" if len(ports) == 1 else "port import", problems)
+            db.executemany(
+                "INSERT INTO ports(name, mac, network, ipv4, ipv6, extra) VALUES (?,?,?,?,?,?)",
+                [
+                    (
+                        p.name,
+                        p.mac,
+                        p.network,
+                        json.dumps([str(a) for a in p.ipv4]),
+                        json.dumps([str(n) for n in p.ipv6]),
+                        json.dumps([str(n) for n in p.extra]),
+                    )
+                    for p in ports
+                ],
+            )
+
+    def delete_port(self, name: str) -> Port:
+        with self._write() as db:
+            try:
+                port = self.get_port(name)
+            except NotFound:
+                raise InputError("port del", [Problem("name", name, "the name of an existing port")]) from None
+            db.execute("DELETE FROM ports WHERE name = ?", (name,))
+        return port
