@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,8 @@ def cmd_port_del(args: argparse.Namespace) -> int:
 
 
 def _port_line(p: Port) -> str:
-    addrs = [str(a) for a in p.ipv4] + [str(n) for n in p.to_json()["ipv6"]]  # type: ignore[attr-defined]
-    extra = f" extra {','.join(str(n) for n in p.extra)}" if p.extra else ""
+    addrs = [*p.ipv4, *(n.removesuffix("/128") for n in p.ipv6)]
+    extra = f" extra {','.join(p.extra)}" if p.extra else ""
     return f"{p.name:<15} {p.mac}  {p.network:<12} {' '.join(addrs)}{extra}"
 
 
@@ -160,8 +161,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if not args.once:
         raise InputError("reconcile", [Problem("--once", False, "--once (use `hvrouter daemon` to keep running)")])
     cfg = _config(args)
+    t = time.perf_counter()
     ports = _store(args).list_ports()
+    load_s = time.perf_counter() - t
     report = Reconciler(cfg).run(ports, dry_run=args.dry_run)
+    # A pass as the daemon's periodic resync does it: store read included.
+    report.timings = {"load_s": load_s, **report.timings, "total_s": load_s + report.timings["total_s"]}
     names = {link.index: name for name, link in report.links.items()}
     failed = {id(f.op): f.reason for f in report.failures}
     if args.json:

@@ -4,11 +4,11 @@ against each other. Pure: no I/O. Every problem is reported at once."""
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import (
     IPv4Address,
     IPv4Network,
-    IPv6Address,
     IPv6Network,
     ip_address,
     ip_network,
@@ -151,7 +151,17 @@ def parse_port(data: Mapping[str, object], cfg: Config, where: str = "port") -> 
 
     if problems or name is None or mac is None or net is None:
         return None, problems
-    return Port(name, mac, net.name, tuple(ipv4), tuple(ipv6), tuple(extra)), []
+    return (
+        Port(
+            name,
+            mac,
+            net.name,
+            tuple(str(a) for a in ipv4),
+            tuple(str(n) for n in ipv6),
+            tuple(str(n) for n in extra),
+        ),
+        [],
+    )
 
 
 def _parse_v6(item: object) -> IPv6Network | None:
@@ -173,7 +183,7 @@ def claimed(port: Port) -> list[IPv4Network | IPv6Network]:
     """Address space a port claims exclusively (extra routes may be shared:
     anycast puts the same extra prefix on several ports)."""
     out: list[IPv4Network | IPv6Network] = [IPv4Network(f"{a}/32") for a in port.ipv4]
-    out.extend(port.ipv6)
+    out.extend(IPv6Network(n) for n in port.ipv6)
     return out
 
 
@@ -225,7 +235,8 @@ def _iv_text(iv: tuple[int, int, int, str, bool, int]) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-def eui64_link_local(mac: str) -> IPv6Address:
-    b = bytes(int(x, 16) for x in mac.split(":"))
-    iid = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
-    return IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
+def eui64_link_local(mac: str) -> str:
+    """The SLAAC (EUI-64) link-local address of a MAC, as normalized text."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes((b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]))
+    return socket.inet_ntop(socket.AF_INET6, b"\xfe\x80" + b"\x00" * 6 + iid)

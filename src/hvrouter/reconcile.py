@@ -16,7 +16,6 @@ from .model import (
     DevConf,
     KernelObject,
     Link,
-    NeighParms,
     ObjectSet,
     Op,
     Port,
@@ -87,9 +86,7 @@ def describe(obj: KernelObject, names: dict[int, str]) -> str:
         return f"{fam} proxy-neigh {obj.address} dev {dev(obj.ifindex)}{' router' if obj.router else ''}"
     if isinstance(obj, DevConf):
         vals = " ".join(f"{DEVCONF_NAMES[k]}={v}" for k, v in obj.values)
-        return f"ipv4 conf dev {dev(obj.ifindex)} {vals}"
-    if isinstance(obj, NeighParms):
-        return f"{fam} neigh parms dev {dev(obj.ifindex)} proxy_delay={obj.proxy_delay_ms}ms"
+        return f"tap settings dev {obj.ifname or dev(obj.ifindex)} ipv4 {vals}, arp/ndp proxy_delay=0"
     if isinstance(obj, Sysctl):
         return f"sysctl {obj.name}={obj.value}"
     return repr(obj)
@@ -104,22 +101,28 @@ class Reconciler:
     def __init__(self, cfg: Config, nl: NetlinkSocket | None = None) -> None:
         self.cfg = cfg
         self.nl = nl or NetlinkSocket()
-        self._sysctl_names = [s.name for s in host_sysctls()]
 
-    def observe(self) -> tuple[dict[str, Link], ObjectSet]:
+    def observe(self, ports: list[Port]) -> tuple[dict[str, Link], ObjectSet]:
         lo = self.cfg.rules.priority
-        return observe(self.nl, self.cfg.rtproto, lo, lo + RULE_RANGE - 1, self._sysctl_names)
+        return observe(
+            self.nl,
+            self.cfg.rtproto,
+            lo,
+            lo + RULE_RANGE - 1,
+            [s.name for s in host_sysctls()],
+        )
 
     def run(self, ports: list[Port], dry_run: bool = False) -> Report:
         t0 = time.perf_counter()
-        links, seen = self.observe()
+        links, seen = self.observe(ports)
         t1 = time.perf_counter()
         desired = plan(self.cfg, ports, links)
         ops = diff(desired.objects, seen)
         t2 = time.perf_counter()
         failures: list[OpFailure] = []
+        kinds: dict[str, float] = {}
         if not dry_run and ops:
-            failures = apply(self.nl, ops, self.cfg.rtproto)
+            failures = apply(self.nl, ops, self.cfg.rtproto, kinds)
         t3 = time.perf_counter()
         return Report(
             ops=ops,
@@ -127,6 +130,6 @@ class Reconciler:
             port_state=desired.port_state,
             links=links,
             desired_count=len(desired.objects),
-            timings={"observe_s": t1 - t0, "plan_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0},
+            timings={"observe_s": t1 - t0, "plan_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0, **kinds},
             applied=not dry_run,
         )

@@ -12,7 +12,6 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv6Network, ip_network
 from pathlib import Path
 
 from .config import Config
@@ -40,9 +39,9 @@ def _row_to_port(row: sqlite3.Row | tuple[str, str, str, str, str, str]) -> Port
         name=name,
         mac=mac,
         network=network,
-        ipv4=tuple(IPv4Address(a) for a in json.loads(ipv4)),
-        ipv6=tuple(IPv6Network(a) for a in json.loads(ipv6)),
-        extra=tuple(ip_network(a) for a in json.loads(extra)),
+        ipv4=tuple(json.loads(ipv4)),
+        ipv6=tuple(json.loads(ipv6)),
+        extra=tuple(json.loads(extra)),
     )
 
 
@@ -107,9 +106,9 @@ class Store:
                         p.name,
                         p.mac,
                         p.network,
-                        json.dumps([str(a) for a in p.ipv4]),
-                        json.dumps([str(n) for n in p.ipv6]),
-                        json.dumps([str(n) for n in p.extra]),
+                        json.dumps(p.ipv4),
+                        json.dumps(p.ipv6),
+                        json.dumps(p.extra),
                     )
                     for p in ports
                 ],

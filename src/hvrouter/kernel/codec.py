@@ -4,8 +4,9 @@ neighbour,fib_rules}.h; only the fields hvrouter uses."""
 
 from __future__ import annotations
 
-import socket
 import struct
+from collections.abc import Callable
+from socket import inet_ntop, inet_pton
 
 from ..model import (
     AF_INET,
@@ -13,12 +14,12 @@ from ..model import (
     RTN_UNICAST,
     Address,
     DevConf,
-    NeighParms,
     ProxyNeigh,
     Route,
     Rule,
 )
 from .netlink import (
+    ATTR,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REPLACE,
@@ -30,11 +31,13 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWNETCONF, RTM_GETNETCONF = 80, 82
+NETCONFA_IFINDEX = 1
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
-RTM_NEWNEIGHTBL, RTM_GETNEIGHTBL, RTM_SETNEIGHTBL = 64, 66, 67
 
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_AF_SPEC = 1, 3, 26
+IFLA_IFNAME, IFLA_AF_SPEC, IFLA_EXT_MASK = 3, 26, 29
 IFLA_INET_CONF = 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFF_UP = 0x1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_PROTO = 1, 2, 8, 11
 IFA_F_NODAD = 0x02
@@ -46,8 +49,6 @@ FR_ACT_TO_TBL = 1
 NDA_DST, NDA_PROTOCOL = 1, 12
 NTF_PROXY, NTF_ROUTER = 0x08, 0x80
 NUD_PERMANENT = 0x80
-NDTA_NAME, NDTA_PARMS = 1, 6
-NDTPA_IFINDEX, NDTPA_PROXY_DELAY = 1, 13
 RT_TABLE_COMPAT = 252
 
 IFINFO = struct.Struct("=BxHiII")
@@ -55,10 +56,9 @@ IFADDR = struct.Struct("=BBBBI")
 RTMSG = struct.Struct("=BBBBBBBBI")
 FIBRULE = RTMSG  # same layout: family, dst_len, src_len, tos, table, res1, res2, action, flags
 NDMSG = struct.Struct("=BxxxiHBB")
-NDTMSG = struct.Struct("=Bxxx")
 U32 = struct.Struct("=I")
-U64 = struct.Struct("=Q")
-NEIGH_TABLE_NAME = {AF_INET: b"arp_cache\0", AF_INET6: b"ndisc_cache\0"}
+I32 = struct.Struct("=i")
+NETCONFMSG = struct.Struct("=Bxxx")
 ADD = NLM_F_CREATE | NLM_F_EXCL
 REPLACE = NLM_F_CREATE | NLM_F_REPLACE
 
@@ -66,12 +66,12 @@ Request = tuple[int, int, bytes]
 
 
 def _pton(family: int, text: str) -> bytes:
-    return socket.inet_pton(family, text)
+    return inet_pton(family, text)
 
 
 def _prefix(family: int, text: str) -> tuple[bytes, int]:
     addr, _, plen = text.partition("/")
-    return socket.inet_pton(family, addr), int(plen)
+    return inet_pton(family, addr), int(plen)
 
 
 # -- encoders ---------------------------------------------------------------
@@ -137,16 +137,16 @@ def devconf_msg(d: DevConf) -> Request:
     return (RTM_SETLINK, 0, IFINFO.pack(0, 0, d.ifindex, 0, 0) + spec)
 
 
-def neighparms_msg(n: NeighParms) -> Request:
-    parms = attr(NDTPA_IFINDEX, U32.pack(n.ifindex)) + attr(NDTPA_PROXY_DELAY, U64.pack(n.proxy_delay_ms))
-    body = NDTMSG.pack(n.family) + attr(NDTA_NAME, NEIGH_TABLE_NAME[n.family]) + attr(NDTA_PARMS, parms)
-    return (RTM_SETNEIGHTBL, 0, body)
-
 
 # -- dump requests -----------------------------------------------------------
 
 def dump_links() -> tuple[int, bytes]:
-    return RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0)
+    # Skip per-link statistics: we never read them and they are most of the bytes.
+    return RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
+
+
+def dump_netconf(family: int) -> tuple[int, bytes]:
+    return RTM_GETNETCONF, NETCONFMSG.pack(family)
 
 
 def dump_addresses(family: int) -> tuple[int, bytes]:
@@ -166,99 +166,120 @@ def dump_proxies(family: int) -> tuple[int, bytes]:
     return RTM_GETNEIGH, NDMSG.pack(family, 0, 0, NTF_PROXY, 0)
 
 
-def dump_neightbl(family: int) -> tuple[int, bytes]:
-    return RTM_GETNEIGHTBL, NDTMSG.pack(family)
+
+# -- decoders: (buffer, payload start, message end) -> object ---------------
+# Each returns None for messages that are not ours, so observe keeps only
+# owned objects.
+
+_DEFAULT_DST = {AF_INET: "0.0.0.0", AF_INET6: "::"}
+# netconf attribute -> IPv4 DEVCONF id (forwarding, rp_filter, proxy_arp)
+_NETCONF_TO_DEVCONF = ((2, 1), (3, 8), (5, 3))
 
 
-# -- decoders (msg includes the 16-byte netlink header) ---------------------
-
-H = 16
-
-
-def _ntop(family: int, raw: memoryview | None) -> str:
-    return socket.inet_ntop(family, bytes(raw)) if raw is not None else ""
-
-
-def decode_link(msg: bytes) -> tuple[int, str, bool, str, dict[int, int]]:
-    """-> (index, name, up, mac, ipv4 devconf {id: value})."""
-    _fam, _type, index, flags, _change = IFINFO.unpack_from(msg, H)
-    attrs = parse_attrs(msg, H + IFINFO.size, len(msg))
-    name = bytes(attrs[IFLA_IFNAME]).rstrip(b"\0").decode() if IFLA_IFNAME in attrs else ""
-    mac_raw = attrs.get(IFLA_ADDRESS)
-    mac = ":".join(f"{b:02x}" for b in bytes(mac_raw)) if mac_raw is not None else ""
-    conf: dict[int, int] = {}
-    spec = attrs.get(IFLA_AF_SPEC)
-    if spec is not None:
-        inet = parse_attrs(spec, 0, len(spec)).get(AF_INET)
-        if inet is not None:
-            arr = parse_attrs(inet, 0, len(inet)).get(IFLA_INET_CONF)
-            if arr is not None:
-                values = struct.unpack_from(f"={len(arr) // 4}I", arr)
-                conf = {i + 1: v for i, v in enumerate(values)}
-    return index, name, bool(flags & IFF_UP), mac, conf
+def decode_link(buf: bytes, off: int, end: int) -> tuple[int, str, bool]:
+    """-> (index, name, up). Stops at the name, which comes first: a link
+    message carries ~45 attributes and a pass reads 10k of them."""
+    _fam, _type, index, flags, _change = IFINFO.unpack_from(buf, off)
+    off += IFINFO.size
+    unpack = ATTR.unpack_from
+    while off + 4 <= end:
+        alen, atype = unpack(buf, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == IFLA_IFNAME:
+            return index, buf[off + 4 : off + alen].rstrip(b"\0").decode(), bool(flags & IFF_UP)
+        off += (alen + 3) & ~3
+    return index, "", bool(flags & IFF_UP)
 
 
-def decode_address(msg: bytes) -> tuple[Address, int]:
-    """-> (address, protocol)."""
-    family, plen, _flags, scope, index = IFADDR.unpack_from(msg, H)
-    attrs = parse_attrs(msg, H + IFADDR.size, len(msg))
-    raw = attrs.get(IFA_LOCAL) if family == AF_INET else None
-    if raw is None:
-        raw = attrs.get(IFA_ADDRESS)
-    proto_raw = attrs.get(IFA_PROTO)
-    proto = proto_raw[0] if proto_raw is not None else 0
-    return Address(family, index, _ntop(family, raw), plen, scope), proto
-
-
-def decode_route(msg: bytes) -> tuple[Route, int]:
-    """-> (route, protocol)."""
-    family, dlen, _slen, _tos, table, proto, scope, rtype, _fl = RTMSG.unpack_from(msg, H)
-    attrs = parse_attrs(msg, H + RTMSG.size, len(msg))
-    if RTA_TABLE in attrs:
-        table = U32.unpack_from(attrs[RTA_TABLE])[0]
-    dst = attrs.get(RTA_DST)
-    dst_text = _ntop(family, dst) if dst is not None else ("0.0.0.0" if family == AF_INET else "::")
-    metric = U32.unpack_from(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
-    oif = U32.unpack_from(attrs[RTA_OIF])[0] if RTA_OIF in attrs and rtype == RTN_UNICAST else 0
-    gw = _ntop(family, attrs.get(RTA_GATEWAY))
-    return Route(family, table, f"{dst_text}/{dlen}", metric, rtype, scope, oif, gw), proto
-
-
-def decode_rule(msg: bytes) -> tuple[Rule, int]:
-    """-> (rule, protocol); the rule is only meaningful for plain lookups."""
-    family, dlen, slen, _tos, table, _r1, _r2, _action, _fl = FIBRULE.unpack_from(msg, H)
-    attrs = parse_attrs(msg, H + FIBRULE.size, len(msg))
-    if FRA_TABLE in attrs:
-        table = U32.unpack_from(attrs[FRA_TABLE])[0]
-    prio = U32.unpack_from(attrs[FRA_PRIORITY])[0] if FRA_PRIORITY in attrs else 0
-    iif = bytes(attrs[FRA_IIFNAME]).rstrip(b"\0").decode() if FRA_IIFNAME in attrs else ""
-    src = f"{_ntop(family, attrs[FRA_SRC])}/{slen}" if FRA_SRC in attrs else ""
-    dst = f"{_ntop(family, attrs[FRA_DST])}/{dlen}" if FRA_DST in attrs else ""
-    sup = U32.unpack_from(attrs[FRA_SUPPRESS_PREFIXLEN])[0] if FRA_SUPPRESS_PREFIXLEN in attrs else 0xFFFFFFFF
-    proto = attrs[FRA_PROTOCOL][0] if FRA_PROTOCOL in attrs else 0
-    return Rule(family, prio, table, iif, src, dst, -1 if sup == 0xFFFFFFFF else sup), proto
-
-
-def decode_proxy(msg: bytes) -> tuple[ProxyNeigh, int] | None:
-    family, ifindex, _state, flags, _type = NDMSG.unpack_from(msg, H)
-    if not flags & NTF_PROXY:
+def decode_netconf(buf: bytes, off: int, end: int) -> tuple[int, dict[int, int]] | None:
+    """IPv4 netconf of one device -> (ifindex, {DEVCONF id: value})."""
+    attrs = parse_attrs(buf, off + NETCONFMSG.size, end)
+    span = attrs.get(NETCONFA_IFINDEX)
+    if span is None:
         return None
-    attrs = parse_attrs(msg, H + NDMSG.size, len(msg))
-    proto = attrs[NDA_PROTOCOL][0] if NDA_PROTOCOL in attrs else 0
-    return ProxyNeigh(family, ifindex, _ntop(family, attrs.get(NDA_DST)), bool(flags & NTF_ROUTER)), proto
+    ifindex = I32.unpack_from(buf, span[0])[0]
+    if ifindex <= 0:  # "all" and "default" pseudo-devices
+        return None
+    conf = {k: U32.unpack_from(buf, attrs[a][0])[0] for a, k in _NETCONF_TO_DEVCONF if a in attrs}
+    return ifindex, conf
 
 
-def decode_neightbl(msg: bytes) -> NeighParms | None:
-    (family,) = NDTMSG.unpack_from(msg, H)
-    attrs = parse_attrs(msg, H + NDTMSG.size, len(msg))
-    name = attrs.get(NDTA_NAME)
-    parms = attrs.get(NDTA_PARMS)
-    if name is None or parms is None or bytes(name) != NEIGH_TABLE_NAME.get(family):
-        return None
-    p = parse_attrs(parms, 0, len(parms))
-    if NDTPA_IFINDEX not in p or NDTPA_PROXY_DELAY not in p:
-        return None
-    ifindex = U32.unpack_from(p[NDTPA_IFINDEX])[0]
-    if ifindex == 0:
-        return None
-    return NeighParms(family, ifindex, U64.unpack_from(p[NDTPA_PROXY_DELAY])[0])
+def make_address_decoder(proto: int) -> Callable[[bytes, int, int], Address | None]:
+    def decode(buf: bytes, off: int, end: int) -> Address | None:
+        family, plen, _flags, scope, index = IFADDR.unpack_from(buf, off)
+        attrs = parse_attrs(buf, off + IFADDR.size, end)
+        span = attrs.get(IFA_PROTO)
+        if span is None or buf[span[0]] != proto:
+            return None
+        span = attrs.get(IFA_LOCAL) if family == AF_INET else None
+        if span is None:
+            span = attrs[IFA_ADDRESS]
+        return Address(family, index, inet_ntop(family, buf[span[0] : span[1]]), plen, scope)
+
+    return decode
+
+
+def make_route_decoder(proto: int) -> Callable[[bytes, int, int], Route | None]:
+    def decode(buf: bytes, off: int, end: int) -> Route | None:
+        family, dlen, _slen, _tos, table, rproto, scope, rtype, _fl = RTMSG.unpack_from(buf, off)
+        if rproto != proto:
+            return None
+        attrs = parse_attrs(buf, off + RTMSG.size, end)
+        span = attrs.get(RTA_TABLE)
+        if span is not None:
+            table = U32.unpack_from(buf, span[0])[0]
+        span = attrs.get(RTA_DST)
+        dst = inet_ntop(family, buf[span[0] : span[1]]) if span is not None else _DEFAULT_DST[family]
+        span = attrs.get(RTA_PRIORITY)
+        metric = U32.unpack_from(buf, span[0])[0] if span is not None else 0
+        # IPv6 attaches reject routes to lo; the device means nothing for them.
+        span = attrs.get(RTA_OIF)
+        oif = U32.unpack_from(buf, span[0])[0] if span is not None and rtype == RTN_UNICAST else 0
+        span = attrs.get(RTA_GATEWAY)
+        gw = inet_ntop(family, buf[span[0] : span[1]]) if span is not None else ""
+        return Route(family, table, f"{dst}/{dlen}", metric, rtype, scope, oif, gw)
+
+    return decode
+
+
+def make_rule_decoder(proto: int, lo: int, hi: int) -> Callable[[bytes, int, int], Rule | None]:
+    def decode(buf: bytes, off: int, end: int) -> Rule | None:
+        family, dlen, slen, _tos, table, _r1, _r2, _action, _fl = FIBRULE.unpack_from(buf, off)
+        attrs = parse_attrs(buf, off + FIBRULE.size, end)
+        span = attrs.get(FRA_PROTOCOL)
+        if span is None or buf[span[0]] != proto:
+            return None
+        span = attrs.get(FRA_PRIORITY)
+        prio = U32.unpack_from(buf, span[0])[0] if span is not None else 0
+        if not lo <= prio <= hi:
+            return None
+        span = attrs.get(FRA_TABLE)
+        if span is not None:
+            table = U32.unpack_from(buf, span[0])[0]
+        span = attrs.get(FRA_IIFNAME)
+        iif = buf[span[0] : span[1]].rstrip(b"\0").decode() if span is not None else ""
+        span = attrs.get(FRA_SRC)
+        src = f"{inet_ntop(family, buf[span[0] : span[1]])}/{slen}" if span is not None else ""
+        span = attrs.get(FRA_DST)
+        dst = f"{inet_ntop(family, buf[span[0] : span[1]])}/{dlen}" if span is not None else ""
+        span = attrs.get(FRA_SUPPRESS_PREFIXLEN)
+        sup = U32.unpack_from(buf, span[0])[0] if span is not None else 0xFFFFFFFF
+        return Rule(family, prio, table, iif, src, dst, -1 if sup == 0xFFFFFFFF else sup)
+
+    return decode
+
+
+def make_proxy_decoder(proto: int) -> Callable[[bytes, int, int], ProxyNeigh | None]:
+    def decode(buf: bytes, off: int, end: int) -> ProxyNeigh | None:
+        family, ifindex, _state, flags, _type = NDMSG.unpack_from(buf, off)
+        if not flags & NTF_PROXY:
+            return None
+        attrs = parse_attrs(buf, off + NDMSG.size, end)
+        span = attrs.get(NDA_PROTOCOL)
+        if span is None or buf[span[0]] != proto:
+            return None
+        span = attrs[NDA_DST]
+        return ProxyNeigh(family, ifindex, inet_ntop(family, buf[span[0] : span[1]]), bool(flags & NTF_ROUTER))
+
+    return decode

@@ -2,73 +2,52 @@
 
 from __future__ import annotations
 
-from ..model import (
-    AF_INET,
-    AF_INET6,
-    DEVCONF_NAMES,
-    DevConf,
-    Link,
-    ObjectSet,
-)
+from collections.abc import Iterable
+
+from ..model import AF_INET, AF_INET6, DEVCONF_NAMES, DevConf, KernelObject, Link, ObjectSet
 from . import codec, sysctl
 from .netlink import NetlinkSocket
 
 MANAGED_DEVCONF = tuple(sorted(DEVCONF_NAMES))
 
 
-def read_links(nl: NetlinkSocket) -> tuple[dict[str, Link], dict[int, DevConf]]:
-    links: dict[str, Link] = {}
-    confs: dict[int, DevConf] = {}
+def read_links(nl: NetlinkSocket) -> dict[str, Link]:
     mtype, body = codec.dump_links()
-    for t, msg in nl.dump(mtype, body):
-        if t != codec.RTM_NEWLINK:
-            continue
-        index, name, up, mac, conf = codec.decode_link(msg)
-        links[name] = Link(index, name, up, mac)
-        if conf:
-            confs[index] = DevConf(index, tuple((k, conf.get(k, 0)) for k in MANAGED_DEVCONF))
-    return links, confs
+    return {
+        name: Link(index, name, up)
+        for index, name, up in nl.dump(mtype, body, codec.RTM_NEWLINK, codec.decode_link)
+    }
+
+
+def read_devconf(nl: NetlinkSocket, links: dict[str, Link]) -> list[DevConf]:
+    names = {link.index: name for name, link in links.items()}
+    mtype, body = codec.dump_netconf(AF_INET)
+    return [
+        DevConf(index, names.get(index, ""), tuple((k, conf.get(k, 0)) for k in MANAGED_DEVCONF))
+        for index, conf in nl.dump(mtype, body, codec.RTM_NEWNETCONF, codec.decode_netconf)
+    ]
 
 
 def observe(
-    nl: NetlinkSocket, proto: int, rule_lo: int, rule_hi: int, sysctl_names: list[str]
+    nl: NetlinkSocket,
+    proto: int,
+    rule_lo: int,
+    rule_hi: int,
+    sysctl_paths: Iterable[str],
 ) -> tuple[dict[str, Link], ObjectSet]:
     """Links by name, and the owned/managed objects present in the kernel."""
-    seen = ObjectSet()
-    links, confs = read_links(nl)
-    for conf in confs.values():
-        seen.add(conf, "")
+    links = read_links(nl)
+    found: list[KernelObject] = [*read_devconf(nl, links)]
+    decode_addr = codec.make_address_decoder(proto)
+    decode_route = codec.make_route_decoder(proto)
+    decode_rule = codec.make_rule_decoder(proto, rule_lo, rule_hi)
+    decode_proxy = codec.make_proxy_decoder(proto)
     for fam in (AF_INET, AF_INET6):
-        mtype, body = codec.dump_addresses(fam)
-        for t, msg in nl.dump(mtype, body):
-            if t == codec.RTM_NEWADDR:
-                addr, p = codec.decode_address(msg)
-                if p == proto:
-                    seen.add(addr, "")
-        mtype, body = codec.dump_routes(fam, proto)
-        for t, msg in nl.dump(mtype, body):
-            if t == codec.RTM_NEWROUTE:
-                route, p = codec.decode_route(msg)
-                if p == proto:
-                    seen.add(route, "")
-        mtype, body = codec.dump_rules(fam)
-        for t, msg in nl.dump(mtype, body):
-            if t == codec.RTM_NEWRULE:
-                rule, p = codec.decode_rule(msg)
-                if p == proto and rule_lo <= rule.priority <= rule_hi:
-                    seen.add(rule, "")
-        mtype, body = codec.dump_proxies(fam)
-        for t, msg in nl.dump(mtype, body):
-            if t == codec.RTM_NEWNEIGH:
-                got = codec.decode_proxy(msg)
-                if got is not None and got[1] == proto:
-                    seen.add(got[0], "")
-        mtype, body = codec.dump_neightbl(fam)
-        for t, msg in nl.dump(mtype, body):
-            if t == codec.RTM_NEWNEIGHTBL:
-                parms = codec.decode_neightbl(msg)
-                if parms is not None:
-                    seen.add(parms, "")
-    for s in sysctl.read(sysctl_names):
-        seen.add(s, "")
+        found += nl.dump(*codec.dump_addresses(fam), codec.RTM_NEWADDR, decode_addr)
+        found += nl.dump(*codec.dump_routes(fam, proto), codec.RTM_NEWROUTE, decode_route)
+        found += nl.dump(*codec.dump_rules(fam), codec.RTM_NEWRULE, decode_rule)
+        found += nl.dump(*codec.dump_proxies(fam), codec.RTM_NEWNEIGH, decode_proxy)
+    found += sysctl.read(sysctl_paths)
+    seen = ObjectSet()
+    seen.objects = {obj.key(): obj for obj in found}
     return links, seen

@@ -1,27 +1,44 @@
-"""Host-level /proc/sys settings (a handful, so plain file I/O)."""
+"""/proc/sys settings: host-wide ones and a few per tap (neighbour proxy delay
+cannot be read or set in bulk over netlink without an O(n) walk per device)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Iterable
 
 from ..model import Sysctl
 
-PROC = Path("/proc/sys")
+PROC = "/proc/sys/"
 
 
-def _path(name: str) -> Path:
-    return PROC / name.replace(".", "/")
-
-
-def read(names: list[str]) -> list[Sysctl]:
+def read(paths: Iterable[str]) -> list[Sysctl]:
     out = []
-    for name in names:
+    for path in paths:
         try:
-            out.append(Sysctl(name, _path(name).read_text().strip()))
+            fd = os.open(PROC + path, os.O_RDONLY)
         except OSError:
-            continue  # absent (e.g. IPv6 disabled): planned write will report it
+            continue  # absent (device gone, IPv6 disabled): a planned write reports it
+        try:
+            out.append(Sysctl(path, os.read(fd, 64).decode().strip()))
+        finally:
+            os.close(fd)
     return out
 
 
+def proxy_delay_paths(ifname: str) -> list[str]:
+    """Proxy ARP/NDP answers to broadcast/multicast solicitations are delayed
+    up to 0.8 s by default. The per-device value is only reachable here: the
+    netlink route walks every device's parms (3.2 s per 10k taps) and the
+    "default" entry does not exist outside the initial namespace."""
+    paths = [f"net/ipv4/neigh/{ifname}/proxy_delay"]
+    if os.path.exists(f"{PROC}net/ipv6/neigh/{ifname}"):
+        paths.append(f"net/ipv6/neigh/{ifname}/proxy_delay")
+    return paths
+
+
 def write(s: Sysctl) -> None:
-    _path(s.name).write_text(s.value + "\n")
+    fd = os.open(PROC + s.name, os.O_WRONLY)
+    try:
+        os.write(fd, s.value.encode() + b"\n")
+    finally:
+        os.close(fd)

@@ -18,7 +18,6 @@ from ..model import (
     DEVCONF_FORWARDING,
     DEVCONF_PROXY_ARP,
     DEVCONF_RP_FILTER,
-    DEVCONF_SEND_REDIRECTS,
     RT_SCOPE_LINK,
     RT_SCOPE_UNIVERSE,
     RTN_UNICAST,
@@ -26,7 +25,6 @@ from ..model import (
     Address,
     DevConf,
     Link,
-    NeighParms,
     ObjectSet,
     Port,
     ProxyNeigh,
@@ -57,13 +55,16 @@ class Desired:
 
 def host_sysctls() -> list[Sysctl]:
     return [
-        Sysctl("net.ipv4.conf.all.forwarding", "1"),
-        Sysctl("net.ipv6.conf.all.forwarding", "1"),
-        # send_redirects is OR-ed between "all" and the device: both must be 0.
-        Sysctl("net.ipv4.conf.all.send_redirects", "0"),
+        Sysctl("net/ipv4/conf/all/forwarding", "1"),
+        Sysctl("net/ipv6/conf/all/forwarding", "1"),
+        # send_redirects is OR-ed between "all" and the device. Writing
+        # "default" propagates to every device not set explicitly (and to new
+        # ones), so no tap ever sends an ICMP redirect to a VM.
+        Sysctl("net/ipv4/conf/all/send_redirects", "0"),
+        Sysctl("net/ipv4/conf/default/send_redirects", "0"),
         # Proxy NDP answers only for the explicit entries we program (fe80::1
         # on taps, VM addresses on uplinks); "all" avoids one file per tap.
-        Sysctl("net.ipv6.conf.all.proxy_ndp", "1"),
+        Sysctl("net/ipv6/conf/all/proxy_ndp", "1"),
     ]
 
 
@@ -123,67 +124,75 @@ def plan_host(cfg: Config, into: ObjectSet) -> None:
         into.add(Route(AF_INET6, table, "::/0", LAST_RESORT_METRIC, RTN_UNREACHABLE), HOST)
 
 
-def plan_port(
-    cfg: Config, port: Port, net: NetworkConfig, link: Link, links: Mapping[str, Link], into: ObjectSet
-) -> None:
-    idx = link.index
-    table = cfg.tables[net.table]
+@dataclass(frozen=True)
+class _NetPlan:
+    """Per-network constants, computed once per pass rather than per port."""
+
+    table: int
+    gw4: str | None
+    gw6: str | None
+    v6_mode: str
+    devconf: tuple[tuple[int, int], ...]
+    proxy_uplinks: tuple[int, ...]
+
+
+def _net_plan(cfg: Config, net: NetworkConfig, links: Mapping[str, Link]) -> _NetPlan:
+    return _NetPlan(
+        table=cfg.tables[net.table],
+        gw4=str(net.ipv4.gateway) if net.ipv4 else None,
+        gw6=str(net.ipv6.gateway) if net.ipv6 else None,
+        v6_mode=net.ipv6.mode if net.ipv6 else "",
+        devconf=(
+            (DEVCONF_FORWARDING, 1),
+            (DEVCONF_PROXY_ARP, 1),
+            (DEVCONF_RP_FILTER, cfg.tap.rp_filter),
+        ),
+        proxy_uplinks=tuple(
+            links[u.interface].index
+            for u in cfg.fabric.uplinks
+            if u.table == net.table and u.proxy_ndp and u.interface in links
+        ),
+    )
+
+
+def plan_port(port: Port, np: _NetPlan, idx: int, into: ObjectSet) -> None:
+    table = np.table
     owner = port.name
-    lladdr = str(eui64_link_local(port.mac))
-    if net.ipv4 is not None:
-        into.add(Address(AF_INET, idx, str(net.ipv4.gateway), 32, RT_SCOPE_LINK), owner)
-        into.add(
-            DevConf(
-                idx,
-                (
-                    (DEVCONF_FORWARDING, 1),
-                    (DEVCONF_PROXY_ARP, 1),
-                    (DEVCONF_SEND_REDIRECTS, 0),
-                    (DEVCONF_RP_FILTER, cfg.tap.rp_filter),
-                ),
-            ),
-            owner,
-        )
-        # Proxy ARP answers are delayed up to 0.8 s by default.
-        into.add(NeighParms(AF_INET, idx, 0), owner)
+    add = into.add
+    lladdr = eui64_link_local(port.mac)
+    add(DevConf(idx, port.name, np.devconf), owner)
+    if np.gw4 is not None:
+        add(Address(AF_INET, idx, np.gw4, 32, RT_SCOPE_LINK), owner)
         for a in port.ipv4:
-            into.add(Route(AF_INET, table, f"{a}/32", 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
-    if net.ipv6 is not None:
+            add(Route(AF_INET, table, f"{a}/32", 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
+    if np.gw6 is not None:
         # The gateway fe80::1 is answered by proxy NDP on the tap rather than
         # configured as an address: 10k taps each holding fe80::1 cost the
         # kernel 35 s (same-address hash chains), proxy entries 1 s.
-        into.add(ProxyNeigh(AF_INET6, idx, str(net.ipv6.gateway), True), owner)
-        into.add(NeighParms(AF_INET6, idx, 0), owner)
-        if net.ipv6.mode == "prefix-per-port":
+        add(ProxyNeigh(AF_INET6, idx, np.gw6, True), owner)
+        if np.v6_mode == "prefix-per-port":
             for pfx in port.ipv6:
-                into.add(Route(AF_INET6, table, str(pfx), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
+                add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
         else:
-            uplinks = [
-                links[u.interface]
-                for u in cfg.fabric.uplinks
-                if u.table == net.table and u.proxy_ndp and u.interface in links
-            ]
             for pfx in port.ipv6:
-                into.add(Route(AF_INET6, table, str(pfx), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx), owner)
-                for up in uplinks:
-                    into.add(ProxyNeigh(AF_INET6, up.index, str(pfx.network_address), False), owner)
-    for pfx_any in port.extra:
-        if pfx_any.version == 4:
-            into.add(Route(AF_INET, table, str(pfx_any), 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
+                add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx), owner)
+                for up in np.proxy_uplinks:
+                    add(ProxyNeigh(AF_INET6, up, pfx.partition("/")[0], False), owner)
+    for pfx in port.extra:
+        if ":" not in pfx:
+            add(Route(AF_INET, table, pfx, 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
         else:
-            into.add(
-                Route(AF_INET6, table, str(pfx_any), V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr),
-                owner,
-            )
+            add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
 
 
 def plan(cfg: Config, ports: Iterable[Port], links: Mapping[str, Link]) -> Desired:
     """Everything the kernel should hold for this config and these ports."""
     out = Desired()
     plan_host(cfg, out.objects)
+    nets = {n.name: _net_plan(cfg, n, links) for n in cfg.networks}
     for port in ports:
-        net = cfg.network_by_name.get(port.network)
-        if net is None:
+        np = nets.get(port.network)
+        if np is None:
             out.port_state[port.name] = f"error: network {port.network!r} is not in the config"
             continue
         link = links.get(port.name)
@@ -193,6 +202,6 @@ def plan(cfg: Config, ports: Iterable[Port], links: Mapping[str, Link]) -> Desir
         if not link.up:
             out.port_state[port.name] = "pending: tap down"
             continue
-        plan_port(cfg, port, net, link, links, out.objects)
+        plan_port(port, np, link.index, out.objects)
         out.port_state[port.name] = "ready"
     return out
