@@ -235,15 +235,37 @@ def parse_config(data: object, source: str = "config") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = [
-            Problem(_loc(tuple(e["loc"])), e.get("input"), _expected_from_pydantic(dict(e)))
-            for e in exc.errors()
+            Problem(_loc(tuple(e["loc"])), e.get("input"), _expected_from_pydantic(dict(e))) for e in errors
         ]
+        # A misspelt key should not hide the other mistakes: without the
+        # unknown keys the rest may still validate, and be cross-checked.
+        if all(e["type"] == "extra_forbidden" for e in errors):
+            pruned = _without(data, [tuple(e["loc"]) for e in errors])
+            try:
+                problems += _semantic_problems(Config.model_validate(pruned))
+            except ValidationError:
+                pass
         raise InputError(source, problems) from None
     problems = _semantic_problems(cfg)
     if problems:
         raise InputError(source, problems)
     return cfg
+
+
+def _without(data: object, locs: list[tuple[int | str, ...]]) -> object:
+    """A deep copy of `data` without the entries at `locs`."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for loc in locs:
+        node: Any = out
+        for part in loc[:-1]:
+            node = node[part]
+        if isinstance(node, dict):
+            node.pop(loc[-1], None)
+    return out
 
 
 def load_config(path: Path) -> Config:

@@ -152,7 +152,8 @@ def kind_of(obj: KernelObject) -> Kind:
     return obj.key()[0]  # type: ignore[return-value]
 
 
-class Link(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Link:
     """What the planner needs to know about an existing interface."""
 
     index: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,20 @@ from hvrouter.config import example_text
 Run = Callable[..., int]
 
 GOOD_LINES = [
-    {"name": "tap1", "mac": "52:54:00:00:00:01", "network": "public", "ipv4": ["203.0.113.10"],
-     "ipv6": ["2001:db8:cb00:7101::/64"]},
-    {"name": "tap2", "mac": "52:54:00:00:00:02", "network": "public", "ipv4": ["203.0.113.11", "203.0.113.12"],
-     "extra": ["192.0.2.53/32", "2001:db8:ffff::53/128"]},
+    {
+        "name": "tap1",
+        "mac": "52:54:00:00:00:01",
+        "network": "public",
+        "ipv4": ["203.0.113.10"],
+        "ipv6": ["2001:db8:cb00:7101::/64"],
+    },
+    {
+        "name": "tap2",
+        "mac": "52:54:00:00:00:02",
+        "network": "public",
+        "ipv4": ["203.0.113.11", "203.0.113.12"],
+        "extra": ["192.0.2.53/32", "2001:db8:ffff::53/128"],
+    },
     {"name": "tap3", "mac": "52:54:00:00:00:03", "network": "public", "ipv6": ["2001:db8:cb00:7103::/64"]},
 ]
 
@@ -33,7 +43,7 @@ def config_file(tmp_path: Path) -> Path:
 
 def runner(config: Path, state: Path) -> Run:
     def run(*args: str) -> int:
-        return main(["--config", str(config), "--state-dir", str(state), *args])
+        return int(main(["--config", str(config), "--state-dir", str(state), *args]))
 
     return run
 
@@ -51,7 +61,7 @@ def listed(run: Run, capsys: pytest.CaptureFixture[str]) -> list[dict[str, objec
     return out
 
 
-def write_lines(path: Path, lines: list[object]) -> Path:
+def write_lines(path: Path, lines: Sequence[object]) -> Path:
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     return path
 
@@ -84,8 +94,22 @@ def test_config_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_port_add_show_del(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("port", "add", "tap1", "--mac", "52-54-00-AA-BB-CC", "--network", "public",
-               "--ipv4", "203.0.113.10", "--ipv6", "2001:db8:cb00:7101::/64") == 0
+    assert (
+        run(
+            "port",
+            "add",
+            "tap1",
+            "--mac",
+            "52-54-00-AA-BB-CC",
+            "--network",
+            "public",
+            "--ipv4",
+            "203.0.113.10",
+            "--ipv6",
+            "2001:db8:cb00:7101::/64",
+        )
+        == 0
+    )
     capsys.readouterr()
     assert run("port", "show", "tap1", "--json") == 0
     shown = json.loads(capsys.readouterr().out)
@@ -101,15 +125,16 @@ def test_port_add_show_del(run: Run, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_bad_port_add_changes_nothing(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("port", "add", "tap1", "--mac", "52:54:00:00:00:01", "--network", "public", "--ipv4", "203.0.113.10") == 0
+    add = ("port", "add", "--network", "public")
+    assert run(*add, "tap1", "--mac", "52:54:00:00:00:01", "--ipv4", "203.0.113.10") == 0
     before = listed(run, capsys)
-    assert run("port", "add", "tap2", "--mac", "01:00:5e:00:00:01", "--network", "public",
-               "--ipv4", "198.51.100.1", "--ipv6", "2001:db8:cb00:7100::/60") == 2
+    bad = ("--mac", "01:00:5e:00:00:01", "--ipv4", "198.51.100.1", "--ipv6", "2001:db8:cb00:7100::/60")
+    assert run(*add, "tap2", *bad) == 2
     err = capsys.readouterr().err
     for where in ("port.mac", "port.ipv4[0]", "port.ipv6[0]"):
         assert where in err
     # Valid on its own, but its address belongs to tap1.
-    assert run("port", "add", "tap2", "--mac", "52:54:00:00:00:02", "--network", "public", "--ipv4", "203.0.113.10") == 2
+    assert run(*add, "tap2", "--mac", "52:54:00:00:00:02", "--ipv4", "203.0.113.10") == 2
     assert "203.0.113.10" in capsys.readouterr().err
     assert listed(run, capsys) == before
 
@@ -120,9 +145,7 @@ def test_unknown_port(run: Run, capsys: pytest.CaptureFixture[str], command: tup
     assert "nope" in capsys.readouterr().err
 
 
-def test_import_with_one_bad_line_imports_nothing(
-    run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_import_with_one_bad_line_imports_nothing(run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = dict(GOOD_LINES[2], mac="not-a-mac")
     path = write_lines(tmp_path / "ports.jsonl", [GOOD_LINES[0], GOOD_LINES[1], "", bad])
     assert run("port", "import", str(path)) == 2
@@ -164,3 +187,10 @@ def test_export_reimports_identically(
     assert listed(fresh, capsys) == original
     assert fresh("port", "export") == 0
     assert capsys.readouterr().out == exported.read_text()
+
+
+def test_config_example_passes_config_check(run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("config", "example") == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert runner(printed, tmp_path / "state")("config", "check") == 0

@@ -114,11 +114,6 @@ def test_type_errors_are_all_reported() -> None:
     assert "prefix-per-port" in find(problems, "networks[0].ipv6.mode").expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: config.parse_config stops after the pydantic pass, so one unknown "
-    "key hides every semantic problem (gateway, tables, duplicates...)",
-)
 def test_typo_and_semantic_mistakes_are_reported_together() -> None:
     data = semantic_mistakes()
     data["fabrik"] = {}

@@ -82,9 +82,7 @@ def test_settings_are_never_deleted() -> None:
 
 
 def test_deletes_come_first_in_dependency_order() -> None:
-    desired = objset(
-        ROUTE._replace(dst="203.0.113.11/32"), ADDR._replace(ifindex=8), SYSCTL, PROXY._replace(ifindex=8)
-    )
+    desired = objset(ROUTE._replace(dst="203.0.113.11/32"), ADDR._replace(ifindex=8), SYSCTL, PROXY._replace(ifindex=8))
     observed = objset(ROUTE, ADDR, RULE, PROXY)
     ops = diff(desired, observed)
     kinds = [(op.action, op.kind) for op in ops]

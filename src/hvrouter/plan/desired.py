@@ -32,7 +32,7 @@ from ..model import (
     Rule,
     Sysctl,
 )
-from ..ports import eui64_link_local
+from ..ports import eui64_link_local, ip_text, net_text
 
 HOST = "host"
 MAIN_TABLE = 254
@@ -97,8 +97,8 @@ def plan_rules(cfg: Config) -> list[Rule]:
         for pfx, tname in prefixes:
             if (pfx.version == 4) != (fam == AF_INET):
                 continue
-            out.append(Rule(fam, slot, tables[tname], dst=str(pfx)))
-            out.append(Rule(fam, slot + 1, tables[tname], src=str(pfx)))
+            out.append(Rule(fam, slot, tables[tname], dst=net_text(pfx)))
+            out.append(Rule(fam, slot + 1, tables[tname], src=net_text(pfx)))
             slot += 2
         out.append(Rule(fam, base + RULE_RANGE - 1, tables[default]))
     return out
@@ -139,8 +139,8 @@ class _NetPlan:
 def _net_plan(cfg: Config, net: NetworkConfig, links: Mapping[str, Link]) -> _NetPlan:
     return _NetPlan(
         table=cfg.tables[net.table],
-        gw4=str(net.ipv4.gateway) if net.ipv4 else None,
-        gw6=str(net.ipv6.gateway) if net.ipv6 else None,
+        gw4=ip_text(net.ipv4.gateway) if net.ipv4 else None,
+        gw6=ip_text(net.ipv6.gateway) if net.ipv6 else None,
         v6_mode=net.ipv6.mode if net.ipv6 else "",
         devconf=(
             (DEVCONF_FORWARDING, 1),

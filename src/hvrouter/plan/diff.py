@@ -17,12 +17,15 @@ def diff(desired: ObjectSet, observed: ObjectSet) -> list[Op]:
     for key, want in desired.objects.items():
         have = obs.get(key)
         if have is None:
-            kind = key[0]
-            changes.append(Op("add" if kind in OWNED_KINDS else "set", want, desired.owners[key]))
+            if key[0] in OWNED_KINDS:
+                changes.append(Op("add", want, desired.owners[key]))
+            else:
+                changes.append(Op("set", want, desired.owners[key]))
         elif have != want:
-            kind = key[0]
-            action = "replace" if kind in OWNED_KINDS else "set"
-            changes.append(Op(action, want, desired.owners[key], old=have))
+            if key[0] in OWNED_KINDS:
+                changes.append(Op("replace", want, desired.owners[key], old=have))
+            else:
+                changes.append(Op("set", want, desired.owners[key], old=have))
     for key, have in obs.items():
         if key[0] in OWNED_KINDS and key not in desired.objects:
             deletes.append(Op("delete", have, observed.owners.get(key, "stale")))
