@@ -82,6 +82,56 @@ class TapConfig(_Model):
     rp_filter: Literal[0, 1, 2] = 1
 
 
+PROTO_NAME_RE = r"^[a-z][a-z0-9_]{0,30}$"
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+
+class BfdConfig(_Model):
+    interval_ms: int = Field(100, ge=10, le=10000, description="BFD tx/rx interval")
+    multiplier: int = Field(3, ge=1, le=255)
+
+
+class BgpPeer(_Model):
+    """A route reflector (hypervisor/edge roles): one MP-BGP session,
+    IPv4 and IPv6 channels, over one fabric segment."""
+
+    name: str = Field(pattern=PROTO_NAME_RE, description="BIRD protocol name")
+    address: IPAddress
+    local: IPAddress = Field(description="our address on that segment (source)")
+    interface: str = Field(pattern=IFNAME_RE)
+    table: str = Field(description="the hvrouter table this session carries (public/private)")
+
+
+class BgpClients(_Model):
+    """Route-reflector role: accept clients from a range (dynamic BGP), so
+    the RR config does not grow with the number of hypervisors."""
+
+    name: str = Field(pattern=PROTO_NAME_RE)
+    range: IPNetwork
+    local: IPAddress
+    table: str
+    cluster_id: IPv4Address
+
+
+class BgpConfig(_Model):
+    asn: int = Field(65000, ge=1, le=4294967294)
+    router_id: IPv4Address
+    bfd: BfdConfig | None = BfdConfig()
+    graceful_restart: bool = False
+    peers: tuple[BgpPeer, ...] = ()
+    clients: tuple[BgpClients, ...] = ()
+    announce: tuple[IPNetwork, ...] = Field((), description="edge role: prefixes to originate")
+
+
+class BirdConfig(_Model):
+    role: Literal["hypervisor", "route-reflector", "edge"] = "hypervisor"
+    config_path: Path = Path("/etc/bird/bird.conf")
+    socket: Path = Path("/run/bird/bird.ctl")
+    run: bool = Field(False, description="start and supervise bird ourselves (lab); else the bird2 service")
+    pidfile: Path | None = None
+
+
 class Config(_Model):
     rtproto: int = Field(211, ge=5, le=254)
     tables: dict[str, int] = Field(
@@ -91,6 +141,8 @@ class Config(_Model):
     networks: tuple[NetworkConfig, ...] = ()
     fabric: FabricConfig = FabricConfig()
     tap: TapConfig = TapConfig()
+    bgp: BgpConfig | None = None
+    bird: BirdConfig = BirdConfig()
 
     @cached_property
     def network_by_name(self) -> dict[str, NetworkConfig]:
@@ -208,6 +260,37 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
                 Problem(f"fabric.uplinks[{i}].interface", up.interface, "an interface listed once")
             )
         ifnames.add(up.interface)
+    if cfg.bgp is not None:
+        bgp = cfg.bgp
+        if bgp.graceful_restart and bgp.bfd is not None:
+            problems.append(
+                Problem(
+                    "bgp.graceful_restart",
+                    True,
+                    "false while bfd is on (BIRD runs BFD in the BGP process: a restart drops BFD too and "
+                    "peers flush the routes anyway; set bfd: null to use graceful restart)",
+                )
+            )
+        names: set[str] = set()
+        for kind, items in (("peers", bgp.peers), ("clients", bgp.clients)):
+            for i, item in enumerate(items):
+                need_table(f"bgp.{kind}[{i}].table", item.table)
+                if item.name in names:
+                    problems.append(Problem(f"bgp.{kind}[{i}].name", item.name, "a session name used once"))
+                names.add(item.name)
+        for i, peer in enumerate(bgp.peers):
+            if peer.address.version != peer.local.version:
+                problems.append(Problem(f"bgp.peers[{i}].local", str(peer.local), f"an IPv{peer.address.version} address"))
+        for i, cl in enumerate(bgp.clients):
+            if cl.range.version != cl.local.version:
+                problems.append(Problem(f"bgp.clients[{i}].local", str(cl.local), f"an IPv{cl.range.version} address"))
+        role = cfg.bird.role
+        if role in ("hypervisor", "edge") and not bgp.peers:
+            problems.append(Problem("bgp.peers", [], f"at least one route reflector for role {role}"))
+        if role == "route-reflector" and not bgp.clients:
+            problems.append(Problem("bgp.clients", [], "at least one client range for role route-reflector"))
+    elif cfg.bird.run:
+        problems.append(Problem("bgp", None, "a bgp section when bird.run is true"))
     for fam in (4, 6):
         n_uplinks = sum(1 for u in cfg.fabric.uplinks if u.table != cfg.rules.default_table)
         n_prefixes = sum(1 for p in cfg.rules.prefixes if p.prefix.version == fam) + sum(
