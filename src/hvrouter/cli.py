@@ -70,9 +70,9 @@ def cmd_port_add(args: argparse.Namespace) -> int:
 
 def cmd_port_del(args: argparse.Namespace) -> int:
     store = _store(args)
-    store.delete_port(args.name)
+    store.delete_ports(args.names)
     _kick(args)
-    print(f"port {args.name}: deleted")
+    print(f"port {', '.join(args.names)}: deleted" if len(args.names) < 5 else f"{len(args.names)} ports deleted")
     return 0
 
 
@@ -245,6 +245,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bird ---------------------------------------------------------------------------
+
+def cmd_bird_config(args: argparse.Namespace) -> int:
+    from .bird import check, render
+
+    text = render(_config(args), args.role)
+    if args.check:
+        check(text)  # BirdConfigError: exit 1 with bird's message, nothing printed
+    sys.stdout.write(text)
+    return 0
+
+
 # -- bench --------------------------------------------------------------------------
 
 def cmd_bench_program(args: argparse.Namespace) -> int:
@@ -256,6 +268,80 @@ def cmd_bench_program(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:<24} {v}")
+    return 0
+
+
+def cmd_bench_converge(args: argparse.Namespace) -> int:
+    from .bench.converge import run_converge_bench
+
+    result = run_converge_bench(args.name, args.ports)
+    if args.json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            print(f"{k:<14} {v}")
+    return 0
+
+
+# -- lab --------------------------------------------------------------------------------
+
+def _lab(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .lab.manage import Lab
+
+    return Lab(args.name)
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from .lab.manage import render_matrix
+
+    lab = _lab(args)
+    print(f"lab {lab.name}: building namespaces, starting BIRD and hvrouter...", file=sys.stderr)
+    result = lab.up()
+    if args.json:
+        _print_json(result)
+    else:
+        print(render_matrix(result))
+    return 0 if result["ok"] else 1
+
+
+def cmd_lab_check(args: argparse.Namespace) -> int:
+    from .lab.manage import LabError, render_matrix
+
+    lab = _lab(args)
+    if not lab.exists():
+        raise LabError(f"lab {lab.name!r} does not exist (`hvrouter lab up --name {lab.name}`)")
+    result = lab.check()
+    if args.json:
+        _print_json(result)
+    else:
+        print(render_matrix(result))
+    return 0 if result["ok"] else 1
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    st = _lab(args).status()
+    if args.json:
+        _print_json(st)
+        return 0
+    print(f"lab {st['name']}: {'up' if st['exists'] else 'absent'}")
+    for node, info in st["nodes"].items():  # type: ignore[attr-defined]
+        if info["namespace"]:
+            bgp = st["bgp"].get(node)  # type: ignore[attr-defined]
+            extra = f"  bgp {bgp['sessions_up']}/{bgp['sessions']} up" if bgp else ""
+            print(f"  {node:<9} {info['namespace']:<22} {info['processes']} process(es){extra}")
+    return 0
+
+
+def cmd_lab_exec(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return _lab(args).exec(args.node, cmd)
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    removed = _lab(args).down()
+    print(f"lab {args.name}: removed {len(removed)} namespace(s)")
     return 0
 
 
@@ -281,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ipv6", action="append")
     a.add_argument("--extra", action="append", help="extra prefix routed to this port")
     a.set_defaults(func=cmd_port_add)
-    d = pt.add_parser("del", help="delete a port")
-    d.add_argument("name")
+    d = pt.add_parser("del", help="delete ports (all or none)")
+    d.add_argument("names", nargs="+", metavar="NAME")
     d.set_defaults(func=cmd_port_del)
     ls = pt.add_parser("list", help="list ports")
     ls.add_argument("--json", action="store_true")
@@ -310,12 +396,40 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
+    lab = sub.add_parser("lab", help="the seed lab in network namespaces").add_subparsers(dest="sub", required=True)
+    for name, func, help_text in (
+        ("up", cmd_lab_up, "build the lab, start BIRD and hvrouter, wait for a green check"),
+        ("check", cmd_lab_check, "ping every VM pair and from the internet host, both families"),
+        ("status", cmd_lab_status, "namespaces, processes and BGP sessions"),
+        ("down", cmd_lab_down, "remove everything the lab made"),
+    ):
+        lp = lab.add_parser(name, help=help_text)
+        lp.add_argument("--name", default="hvlab")
+        if name != "down":
+            lp.add_argument("--json", action="store_true")
+        lp.set_defaults(func=func)
+    le = lab.add_parser("exec", help="run a command in a node's namespace and environment")
+    le.add_argument("--name", default="hvlab")
+    le.add_argument("node")
+    le.add_argument("cmd", nargs=argparse.REMAINDER)
+    le.set_defaults(func=cmd_lab_exec)
+
+    bcfg = sub.add_parser("bird-config", help="print this host's BIRD configuration")
+    bcfg.add_argument("--role", choices=["hypervisor", "route-reflector", "edge"], help="default: bird.role")
+    bcfg.add_argument("--check", action="store_true", help="also check it with `bird -p`")
+    bcfg.set_defaults(func=cmd_bird_config)
+
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="sub", required=True)
     bp = b.add_parser("program", help="time programming N ports against ip -batch")
     bp.add_argument("--ports", type=int, default=10000)
     bp.add_argument("--json", action="store_true")
     bp.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_program)
+    bc = b.add_parser("converge", help="port add on hv1 -> first ping answered from hv3 (lab)")
+    bc.add_argument("--name", default="hvlab")
+    bc.add_argument("--ports", type=int, default=20)
+    bc.add_argument("--json", action="store_true")
+    bc.set_defaults(func=cmd_bench_converge)
     return p
 
 

@@ -13,10 +13,12 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 from .config import Config
+from .errors import HvrouterError
 from .kernel import NetlinkSocket
 from .kernel.netlink import RTMGRP_LINK
 from .reconcile import Reconciler, describe_op
@@ -35,6 +37,34 @@ def kick(state_dir: Path) -> None:
             s.sendto(b"kick", str(path))
     except OSError:
         pass  # no daemon: it will read the store when it starts
+
+
+def ensure_bird(cfg: Config) -> str:
+    """Render, check and atomically install BIRD's config; reload BIRD only
+    when the content changed; start BIRD when we supervise it and it is not
+    running. Returns what was done, for the log."""
+    from .bird import Birdc, check, install, render
+
+    if cfg.bgp is None:
+        return "no bgp section"
+    text = render(cfg)
+    check(text)
+    changed = install(cfg.bird.config_path, text)
+    client = Birdc(cfg.bird.socket)
+    if client.alive():
+        if changed:
+            client.configure()
+            return "bird reconfigured"
+        return "bird config unchanged"
+    if not cfg.bird.run:
+        return "bird not running (expected the bird2 service)"
+    args = ["bird", "-c", str(cfg.bird.config_path), "-s", str(cfg.bird.socket)]
+    if cfg.bird.pidfile is not None:
+        args += ["-P", str(cfg.bird.pidfile)]
+    # bird daemonizes: it outlives us, so a crash of the agent never takes
+    # the BGP sessions (and the announced routes) down with it.
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+    return "bird started"
 
 
 class Daemon:
@@ -56,6 +86,15 @@ class Daemon:
 
     def stop(self, *_: object) -> None:
         self._stop = True
+
+    def supervise_bird(self) -> None:
+        try:
+            what = ensure_bird(self.cfg)
+        except (HvrouterError, OSError, subprocess.SubprocessError) as exc:
+            log.error("bird: %s", exc)
+            return
+        if what not in ("bird config unchanged", "no bgp section"):
+            log.info("%s", what)
 
     def reconcile(self) -> bool:
         """One pass; True when everything applied."""
@@ -94,6 +133,8 @@ class Daemon:
             if now >= next_resync or (retry_at is not None and now >= retry_at):
                 dirty = True
             if dirty:
+                if now >= next_resync:
+                    self.supervise_bird()
                 dirty = False
                 next_resync = now + self.resync_interval
                 if self.reconcile():

@@ -77,6 +77,10 @@ class Route(NamedTuple):
     scope: int = RT_SCOPE_UNIVERSE
     oif: int = 0
     gateway: str = ""
+    # RTNH_F_ONLINK only. IPv6 routes via a VM's link-local carry it: BIRD
+    # learns them at once instead of waiting for its next kernel scan when it
+    # has not seen an address on the new tap yet.
+    flags: int = 0
 
     def key(self) -> tuple[object, ...]:
         return ("route", self.family, self.table, self.dst, self.metric)

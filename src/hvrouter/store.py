@@ -115,10 +115,19 @@ class Store:
             )
 
     def delete_port(self, name: str) -> Port:
+        return self.delete_ports([name])[0]
+
+    def delete_ports(self, names: Sequence[str]) -> list[Port]:
+        """Delete all the named ports in one transaction, or none if one is unknown."""
         with self._write() as db:
-            try:
-                port = self.get_port(name)
-            except NotFound:
-                raise InputError("port del", [Problem("name", name, "the name of an existing port")]) from None
-            db.execute("DELETE FROM ports WHERE name = ?", (name,))
-        return port
+            ports: list[Port] = []
+            problems: list[Problem] = []
+            for name in names:
+                try:
+                    ports.append(self.get_port(name))
+                except NotFound:
+                    problems.append(Problem("name", name, "the name of an existing port"))
+            if problems:
+                raise InputError("port del (nothing deleted)", problems)
+            db.executemany("DELETE FROM ports WHERE name = ?", [(n,) for n in names])
+        return ports

@@ -67,7 +67,7 @@ def test_ipv4_host_route_and_gateway(ready: Desired) -> None:
 
 def test_ipv6_prefix_via_eui64_link_local(ready: Desired) -> None:
     route = Route(
-        AF_INET6, 90, "2001:db8:cb00:7101::/64", 1024, RTN_UNICAST, RT_SCOPE_UNIVERSE, TAP, "fe80::5054:ff:fe00:1"
+        AF_INET6, 90, "2001:db8:cb00:7101::/64", 1024, RTN_UNICAST, RT_SCOPE_UNIVERSE, TAP, "fe80::5054:ff:fe00:1", 4
     )
     assert route in owned_by(ready, "tap0")
 
@@ -189,6 +189,6 @@ def test_extra_prefixes_are_routed_to_the_port(example_cfg: Config) -> None:
     objs = owned_by(plan(example_cfg, [port], {"tap0": Link(TAP, "tap0", True)}), "tap0")
     assert Route(AF_INET, 90, "192.0.2.53/32", 0, RTN_UNICAST, RT_SCOPE_LINK, TAP) in objs
     assert (
-        Route(AF_INET6, 90, "2001:db8:ffff::53/128", 1024, RTN_UNICAST, RT_SCOPE_UNIVERSE, TAP, "fe80::5054:ff:fe00:1")
+        Route(AF_INET6, 90, "2001:db8:ffff::53/128", 1024, RTN_UNICAST, RT_SCOPE_UNIVERSE, TAP, "fe80::5054:ff:fe00:1", 4)
         in objs
     )

@@ -50,6 +50,7 @@ NDA_DST, NDA_PROTOCOL = 1, 12
 NTF_PROXY, NTF_ROUTER = 0x08, 0x80
 NUD_PERMANENT = 0x80
 RT_TABLE_COMPAT = 252
+RTNH_F_ONLINK = 4
 
 IFINFO = struct.Struct("=BxHiII")
 IFADDR = struct.Struct("=BBBBI")
@@ -79,7 +80,7 @@ def _prefix(family: int, text: str) -> tuple[bytes, int]:
 def route_msg(r: Route, proto: int, flags: int, delete: bool = False) -> Request:
     dst, plen = _prefix(r.family, r.dst)
     body = [
-        RTMSG.pack(r.family, plen, 0, 0, r.table if r.table < 256 else RT_TABLE_COMPAT, proto, r.scope, r.type, 0),
+        RTMSG.pack(r.family, plen, 0, 0, r.table if r.table < 256 else RT_TABLE_COMPAT, proto, r.scope, r.type, r.flags),
         attr(RTA_TABLE, U32.pack(r.table)),
     ]
     if plen:
@@ -222,7 +223,7 @@ def make_address_decoder(proto: int) -> Callable[[bytes, int, int], Address | No
 
 def make_route_decoder(proto: int) -> Callable[[bytes, int, int], Route | None]:
     def decode(buf: bytes, off: int, end: int) -> Route | None:
-        family, dlen, _slen, _tos, table, rproto, scope, rtype, _fl = RTMSG.unpack_from(buf, off)
+        family, dlen, _slen, _tos, table, rproto, scope, rtype, rflags = RTMSG.unpack_from(buf, off)
         if rproto != proto:
             return None
         attrs = parse_attrs(buf, off + RTMSG.size, end)
@@ -238,7 +239,7 @@ def make_route_decoder(proto: int) -> Callable[[bytes, int, int], Route | None]:
         oif = U32.unpack_from(buf, span[0])[0] if span is not None and rtype == RTN_UNICAST else 0
         span = attrs.get(RTA_GATEWAY)
         gw = inet_ntop(family, buf[span[0] : span[1]]) if span is not None else ""
-        return Route(family, table, f"{dst}/{dlen}", metric, rtype, scope, oif, gw)
+        return Route(family, table, f"{dst}/{dlen}", metric, rtype, scope, oif, gw, rflags & RTNH_F_ONLINK)
 
     return decode
 

@@ -43,6 +43,7 @@ V6_METRIC = 1024
 # always wins, and when none is there lookups stop here instead of leaking to
 # the main table.
 LAST_RESORT_METRIC = 2**32 - 1
+ONLINK = 4  # RTNH_F_ONLINK, see model.Route.flags
 SLOT_RULES = 10  # first slot for uplink/prefix rules
 
 
@@ -172,7 +173,7 @@ def plan_port(port: Port, np: _NetPlan, idx: int, into: ObjectSet) -> None:
         add(ProxyNeigh(AF_INET6, idx, np.gw6, True), owner)
         if np.v6_mode == "prefix-per-port":
             for pfx in port.ipv6:
-                add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
+                add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr, ONLINK), owner)
         else:
             for pfx in port.ipv6:
                 add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx), owner)
@@ -182,7 +183,7 @@ def plan_port(port: Port, np: _NetPlan, idx: int, into: ObjectSet) -> None:
         if ":" not in pfx:
             add(Route(AF_INET, table, pfx, 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
         else:
-            add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr), owner)
+            add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr, ONLINK), owner)
 
 
 def plan(cfg: Config, ports: Iterable[Port], links: Mapping[str, Link]) -> Desired:
