@@ -225,6 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for s in status.values():
         counts[str(s["state"])] = counts.get(str(s["state"]), 0) + 1
+    routing = _bird_status(cfg)
     if args.json:
         _print_json(
             {
@@ -232,6 +233,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "ports": [{"name": n, **s} for n, s in status.items()],
                 "summary": counts,
                 "host_drift": [describe_op(op, names) for op in host_drift],
+                **routing,
             }
         )
     else:
@@ -239,10 +241,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"host objects: {'in sync' if not host_drift else str(len(host_drift)) + ' differ'}")
         for op in host_drift:
             print(f"  {describe_op(op, names)}")
+        if "bird_error" in routing:
+            print(f"bgp: {routing['bird_error']}")
+        for sess in routing.get("bgp", []):
+            chans = ", ".join(
+                f"{fam} {c['imported']} received/{c['exported']} sent" for fam, c in sess["channels"].items()
+            )
+            print(f"bgp {sess['name']:<10} {sess['neighbor']:<16} {sess['bgp_state'] or sess['state']:<12} {chans}")
+        for b in routing.get("bfd", []):
+            print(f"bfd {b['address']:<16} {b['interface']:<10} {b['state']}")
         print(f"ports: {len(status)} " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         for name, s in status.items():
             print(f"  {name:<15} {s['state']:<11} {s['detail']}")
     return 0
+
+
+def _bird_status(cfg: Config) -> dict[str, Any]:
+    """BGP and BFD sessions and routes received, from BIRD's control socket."""
+    if cfg.bgp is None:
+        return {}
+    from .bird import Birdc
+
+    client = Birdc(cfg.bird.socket)
+    try:
+        return {"bgp": client.bgp_sessions(), "bfd": client.bfd_sessions() if cfg.bgp.bfd else []}
+    except HvrouterError as exc:
+        return {"bgp": [], "bfd": [], "bird_error": str(exc)}
 
 
 # -- bird ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,40 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     idx = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[idx]
+
+
+class _Pinger:
+    """Echo requests every 10 ms from a namespace until the first reply
+    (hvrouter.bench.pinger: ICMP errors while converging must not stop it)."""
+
+    def __init__(self, ns: str, dst: str) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "hvrouter.bench.pinger", dst, "12", "0.01"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+    def first_answer(self, timeout: float) -> float | None:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        text = out.strip()
+        return float(text) if self.proc.returncode == 0 and text != "timeout" else None
+
+
+def _wait_dad(ns: str, limit: float = 5.0) -> None:
+    """A VM that was just started still has a tentative link-local address
+    (duplicate address detection, ~1 s) and does not answer neighbour
+    solicitations with it; a running VM would have finished long ago."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "dev", "eth0", "tentative"],
+                             capture_output=True, text=True).stdout
+        if not out.strip():
+            return
+        time.sleep(0.05)
 
 
 def run_converge_bench(lab_name: str, ports: int) -> dict[str, object]:
@@ -57,28 +92,20 @@ def run_converge_bench(lab_name: str, ports: int) -> dict[str, object]:
             mac = f"52:54:00:00:01:{i:02x}"
             v4 = f"203.0.113.{n}"
             v6net = f"2001:db8:cb00:71{0x80 + i:02x}"
-            lab.attach_vm(name, "hv1", mac, v4, f"{v6net}:5054:ff:fe00:1{i:02x}")
+            vm_ns = lab.attach_vm(name, "hv1", mac, v4, f"{v6net}:5054:ff:fe00:1{i:02x}")
+            _wait_dad(vm_ns)
             port, problems = parse_port(
                 {"name": name, "mac": mac, "network": "public", "ipv4": [v4], "ipv6": [f"{v6net}::/64"]}, cfg)
             assert port is not None, problems
-            pingers = {
-                "ipv4": subprocess.Popen(["ip", "netns", "exec", pinger_ns, "ping", "-n", "-q", "-i", "0.01", "-c", "1",
-                                          "-w", "10", v4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                "ipv6": subprocess.Popen(["ip", "netns", "exec", pinger_ns, "ping", "-n", "-q", "-i", "0.01", "-c", "1",
-                                          "-w", "10", f"{v6net}:5054:ff:fe00:1{i:02x}"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            }
-            time.sleep(0.1)  # the pingers are running (and failing) before the port exists
+            pingers = {"ipv4": _Pinger(pinger_ns, v4), "ipv6": _Pinger(pinger_ns, f"{v6net}:5054:ff:fe00:1{i:02x}")}
+            time.sleep(0.3)  # the pingers are running (and failing) before the port exists
             t0 = time.monotonic()
             store.add_ports([port], cfg)
             kick(Path(files.state))
             added.append(name)
-            for fam, proc in pingers.items():
-                rc = proc.wait(15)
-                if rc == 0:
-                    samples[fam].append((time.monotonic() - t0) * 1000)
-                else:
-                    samples[fam].append(float("inf"))
+            for fam, pinger in pingers.items():
+                answered = pinger.first_answer(timeout=10.0)
+                samples[fam].append((answered - t0) * 1000 if answered is not None else float("inf"))
     finally:
         for name in added:
             try:
