@@ -85,14 +85,16 @@ def test_port_on_hv2_is_distributed_then_withdrawn(lab: Lab) -> None:
     assert reachable("edge", "203.0.113.5", "-I", T.INTERNET4)
     assert reachable("edge", "2001:db8:cb00:7105:5054:ff:fe00:5", "-I", T.INTERNET6)
     for rr in ("rr1", "rr2"):
-        assert "203.0.113.5/32" in birdc(lab, rr, "show", "route", "for", "203.0.113.5/32", "all")
-        assert "2001:db8:cb00:7105::/64" in birdc(lab, rr, "show", "route", "for", "2001:db8:cb00:7105::/64")
+        assert "203.0.113.5/32" in birdc(lab, rr, "show", "route", "203.0.113.5/32", "table", "t_public4")
+        assert "2001:db8:cb00:7105::/64" in birdc(lab, rr, "show", "route", "2001:db8:cb00:7105::/64",
+                                                    "table", "t_public6")
 
     out = lab.hvrouter("hv2", "port", "del", "vm5")
     assert out.returncode == 0
 
     def withdrawn() -> bool:
-        return all("203.0.113.5/32" not in birdc(lab, rr, "show", "route", "for", "203.0.113.5/32")
+        return all("203.0.113.5/32" not in birdc(lab, rr, "show", "route", "203.0.113.5/32", "table", "t_public4")
+                   and "7105::/64" not in birdc(lab, rr, "show", "route", "2001:db8:cb00:7105::/64", "table", "t_public6")
                    for rr in ("rr1", "rr2"))
 
     wait_for(withdrawn, what="withdrawal at both RRs")

@@ -38,7 +38,7 @@ def main() -> int:
         print(f"  {node.name:<5} {cells}")
     print(f"""
 Look around (every command runs inside the node's namespace, with its config):
-  {HV} lab exec hv1 -- birdc show route             # BIRD's view on hv1
+  {HV} lab exec hv1 -- birdc show route table t_public4   # BIRD's view on hv1 (t_public6, t_private4...)
   {HV} lab exec hv1 -- hvrouter status               # ports and BGP/BFD sessions
   {HV} lab exec hv1 -- ip route show table 90        # the public table: host routes, ECMP via 2 fabrics
   {HV} lab exec vm1 -- ping -c3 192.0.2.53           # a VM reaching the internet host
