@@ -122,7 +122,7 @@ def test_hypervisor_kernel_protocols_learn_our_routes_and_install_bgp() -> None:
             assert "learn;" in k and "merge paths yes;" in k
             # our routes only, never our unreachable default
             assert f"import where krt_source = 211 && net != {default};" in k
-            assert "export where source = RTS_BGP;" in k
+            assert "export filter bgp_to_kernel;" in k
             # a local route must beat a BGP copy of it (anycast, migration)
             assert "preference 250;" in k
 
@@ -136,7 +136,7 @@ def test_hypervisor_local_out_is_built_from_the_other_tables() -> None:
         assert f"table t_private{fam};" in pipe and f"peer table t_local_out{fam};" in pipe
         assert "export all;" in pipe and "import none;" in pipe
         k = block(text, f"protocol kernel k_local_out{fam}")
-        assert "kernel table 100;" in k and "export all;" in k and "learn" not in k
+        assert "kernel table 100;" in k and "export filter onlink_bgp;" in k and "learn" not in k
 
 
 def test_hypervisor_has_one_mp_bgp_session_per_peer() -> None:
@@ -205,7 +205,7 @@ def test_edge_announces_its_prefixes_and_installs_bgp_in_main() -> None:
     for fam in (4, 6):
         k = block(text, f"protocol kernel k_main{fam}")
         assert "kernel table 254;" in k and "merge paths yes;" in k
-        assert "export where source = RTS_BGP;" in k and "learn" not in k
+        assert "export filter bgp_to_kernel;" in k and "learn" not in k
     s = block(text, "protocol bgp rr2_pub")
     assert "local 198.51.100.114 as 65000;" in s
     assert "export where source = RTS_STATIC;" in s and "next hop self;" in s and "import all;" in s
