@@ -57,6 +57,7 @@ def cmd_port_add(args: argparse.Namespace) -> int:
         "ipv4": args.ipv4 or [],
         "ipv6": args.ipv6 or [],
         "extra": args.extra or [],
+        "nat": args.nat or [],
     }
     port, problems = parse_port(data, cfg)
     if port is None:
@@ -389,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--network", required=True)
     a.add_argument("--ipv4", action="append")
     a.add_argument("--ipv6", action="append")
-    a.add_argument("--extra", action="append", help="extra prefix routed to this port")
+    a.add_argument("--extra", action="append", help="extra prefix routed to this port (anycast...)")
+    a.add_argument("--nat", action="append", help="public address DNATed to the port's address")
     a.set_defaults(func=cmd_port_add)
     d = pt.add_parser("del", help="delete ports (all or none)")
     d.add_argument("names", nargs="+", metavar="NAME")

@@ -21,6 +21,7 @@ from .config import Config
 from .errors import HvrouterError
 from .kernel import NetlinkSocket
 from .kernel.netlink import RTMGRP_LINK
+from .model import Link, Port
 from .reconcile import Reconciler, describe_op
 from .store import Store
 
@@ -83,6 +84,10 @@ class Daemon:
         self.control.setblocking(False)
         self._stop = False
         self.passes = 0
+        self._ports: list[Port] = []
+        self._ports_version = -1
+        # tap name -> ifindex it was announced on (a re-created tap is new)
+        self._announced: dict[str, int] = {}
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -98,7 +103,11 @@ class Daemon:
 
     def reconcile(self) -> bool:
         """One pass; True when everything applied."""
-        ports = self.store.list_ports()
+        version = self.store.data_version()
+        if version != self._ports_version:
+            self._ports = self.store.list_ports()
+            self._ports_version = version
+        ports = self._ports
         report = self.reconciler.run(ports)
         self.passes += 1
         names = {link.index: name for name, link in report.links.items()}
@@ -113,7 +122,32 @@ class Daemon:
                 "pass %d: %d change(s), %d failure(s) in %.3f s",
                 self.passes, len(report.ops), len(report.failures), report.timings["total_s"],
             )
+        self.announce(ports, report.links, report.port_state, {f.op.owner for f in report.failures})
         return not report.failures
+
+    def announce(self, ports: list[Port], links: dict[str, Link], state: dict[str, str], failed: set[str]) -> None:
+        """Gratuitous ARP / unsolicited NA into taps that just became active."""
+        from .services.announce import announce
+
+        current = {p.name for p in ports}
+        for name in list(self._announced):
+            if name not in current or state.get(name) != "ready":
+                del self._announced[name]
+        for port in ports:
+            link = links.get(port.name)
+            if state.get(port.name) != "ready" or link is None or port.name in failed:
+                continue
+            if self._announced.get(port.name) == link.index:
+                continue
+            net = self.cfg.network_by_name[port.network]
+            try:
+                n = announce(port.name, str(net.ipv4.gateway) if net.ipv4 else None,
+                             str(net.ipv6.gateway) if net.ipv6 else None)
+            except OSError as exc:
+                log.warning("port %s: announcement failed: %s", port.name, exc)
+                continue
+            self._announced[port.name] = link.index
+            log.info("port %s: active, sent %d announcement(s)", port.name, n)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)

@@ -56,6 +56,10 @@ class Port:
     ipv6: tuple[str, ...] = ()  # "2001:db8:cb00:7101::/64", "2001:db8::5/128"
     # Extra routed prefixes (anycast, NAT targets...) sent to this port.
     extra: tuple[str, ...] = ()  # "203.0.113.10/32"
+    # Public addresses translated (DNAT) to the port's first address of the
+    # same family; routed to the port too, so the address is announced and
+    # reverse-path checks pass (seed 001's 203.0.113.11 -> 203.0.113.4).
+    nat: tuple[str, ...] = ()  # "203.0.113.11"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +69,7 @@ class Port:
             "ipv4": list(self.ipv4),
             "ipv6": [n.removesuffix("/128") for n in self.ipv6],
             "extra": list(self.extra),
+            "nat": list(self.nat),
         }
 
 

@@ -20,7 +20,7 @@ from .errors import Problem
 from .model import Port
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-FIELDS = ("name", "mac", "network", "ipv4", "ipv6", "extra")
+FIELDS = ("name", "mac", "network", "ipv4", "ipv6", "extra", "nat")
 
 
 def normalize_mac(value: str) -> str | None:
@@ -150,6 +150,28 @@ def parse_port(data: Mapping[str, object], cfg: Config, where: str = "port") -> 
             continue
         extra.append(pfx_any)
 
+    nat: list[IPv4Address | IPv6Address] = []
+    raw_nat = _as_list(data.get("nat"))
+    if raw_nat is None:
+        problems.append(Problem(f"{where}.nat", data.get("nat"), "a list of addresses"))
+        raw_nat = []
+    for i, item in enumerate(raw_nat):
+        w = f"{where}.nat[{i}]"
+        try:
+            addr_any = ip_address(str(item).strip()) if isinstance(item, str) else None
+        except ValueError:
+            addr_any = None
+        if addr_any is None:
+            problems.append(Problem(w, item, "an address like 203.0.113.11"))
+            continue
+        if addr_any.version == 4 and not ipv4 or addr_any.version == 6 and not ipv6:
+            problems.append(Problem(w, item, f"an IPv{addr_any.version} address to translate to on this port"))
+            continue
+        if addr_any in nat or (addr_any.version == 4 and addr_any in ipv4):
+            problems.append(Problem(w, item, "an address not already used by this port"))
+            continue
+        nat.append(addr_any)
+
     if problems or name is None or mac is None or net is None:
         return None, problems
     return (
@@ -160,6 +182,7 @@ def parse_port(data: Mapping[str, object], cfg: Config, where: str = "port") -> 
             tuple(ip_text(a) for a in ipv4),
             tuple(net_text(n) for n in ipv6),
             tuple(net_text(n) for n in extra),
+            tuple(ip_text(a) for a in nat),
         ),
         [],
     )
@@ -185,6 +208,7 @@ def claimed(port: Port) -> list[IPv4Network | IPv6Network]:
     anycast puts the same extra prefix on several ports)."""
     out: list[IPv4Network | IPv6Network] = [IPv4Network(f"{a}/32") for a in port.ipv4]
     out.extend(IPv6Network(n) for n in port.ipv6)
+    out.extend(ip_network(a) for a in port.nat)
     return out
 
 

@@ -19,7 +19,7 @@ from .errors import InputError, NotFound, Problem
 from .model import Port
 from .ports import conflicts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ports (
@@ -28,13 +28,14 @@ CREATE TABLE IF NOT EXISTS ports (
     network TEXT NOT NULL,
     ipv4 TEXT NOT NULL,
     ipv6 TEXT NOT NULL,
-    extra TEXT NOT NULL
+    extra TEXT NOT NULL,
+    nat TEXT NOT NULL DEFAULT '[]'
 );
 """
 
 
 def _row_to_port(row: sqlite3.Row | tuple[str, str, str, str, str, str]) -> Port:
-    name, mac, network, ipv4, ipv6, extra = row
+    name, mac, network, ipv4, ipv6, extra, nat = row
     return Port(
         name=name,
         mac=mac,
@@ -42,6 +43,7 @@ def _row_to_port(row: sqlite3.Row | tuple[str, str, str, str, str, str]) -> Port
         ipv4=tuple(json.loads(ipv4)),
         ipv6=tuple(json.loads(ipv6)),
         extra=tuple(json.loads(extra)),
+        nat=tuple(json.loads(nat)),
     )
 
 
@@ -56,9 +58,11 @@ class Store:
             for stmt in SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+            # Schema 1 (before NAT addresses) gains the column in place.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(ports)")}
+            if "nat" not in columns:
+                self._db.execute("ALTER TABLE ports ADD COLUMN nat TEXT NOT NULL DEFAULT '[]'")
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -80,13 +84,13 @@ class Store:
 
     def list_ports(self) -> list[Port]:
         rows = self._db.execute(
-            "SELECT name, mac, network, ipv4, ipv6, extra FROM ports ORDER BY name"
+            "SELECT name, mac, network, ipv4, ipv6, extra, nat FROM ports ORDER BY name"
         ).fetchall()
         return [_row_to_port(r) for r in rows]
 
     def get_port(self, name: str) -> Port:
         row = self._db.execute(
-            "SELECT name, mac, network, ipv4, ipv6, extra FROM ports WHERE name = ?", (name,)
+            "SELECT name, mac, network, ipv4, ipv6, extra, nat FROM ports WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
             raise NotFound(f"port {name!r}: no such port")
@@ -100,7 +104,7 @@ class Store:
             if problems:
                 raise InputError("port add" if len(ports) == 1 else "port import", problems)
             db.executemany(
-                "INSERT INTO ports(name, mac, network, ipv4, ipv6, extra) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO ports(name, mac, network, ipv4, ipv6, extra, nat) VALUES (?,?,?,?,?,?,?)",
                 [
                     (
                         p.name,
@@ -109,6 +113,7 @@ class Store:
                         json.dumps(p.ipv4),
                         json.dumps(p.ipv6),
                         json.dumps(p.extra),
+                        json.dumps(p.nat),
                     )
                     for p in ports
                 ],

@@ -164,3 +164,24 @@ def test_rule_count_does_not_depend_on_ports(host: Host) -> None:
     assert out["failures"] == []
     assert sum(1 for p in out["ports"].values() if p["state"] == "programmed") == 1000
     assert rule_count() == one
+
+
+def test_activation_announces_the_gateways_to_the_vm(host: Host) -> None:
+    vm1 = host.add_vm("vm1", MAC1, "203.0.113.1", "2001:db8:cb00:7101:5054:ff:fe00:1", up=False)
+    # What a VM that just moved here still believes: its gateway at another
+    # hypervisor's MAC.
+    for addr in ("203.0.113.254", "fe80::1"):
+        host.ip("netns", "exec", vm1, "ip", "neigh", "replace", addr, "lladdr", "02:00:00:00:00:99",
+                "dev", "eth0", "nud", "stale")
+    tap_mac = host.ip("link", "show", "vm1").split("link/ether ")[1].split()[0]
+    add_port(host, "vm1", MAC1, "203.0.113.1", "2001:db8:cb00:7101::/64")
+    host.start_daemon(resync=60)
+    wait_for(lambda: "hvrouter daemon started" in host.daemon_log(), what="daemon start")
+    host.ip("link", "set", "vm1", "up")
+
+    def vm_sees_tap(addr: str) -> bool:
+        return tap_mac in host.ip("netns", "exec", vm1, "ip", "neigh", "show", addr)
+
+    wait_for(lambda: vm_sees_tap("203.0.113.254"), what="gratuitous ARP updating the VM's gateway entry")
+    wait_for(lambda: vm_sees_tap("fe80::1"), what="unsolicited NA updating the VM's fe80::1 entry")
+    wait_for(lambda: "vm1: active, sent 2 announcement(s)" in host.daemon_log(), what="announcement logged")

@@ -58,10 +58,19 @@ def host_sysctls() -> list[Sysctl]:
     return [
         Sysctl("net/ipv4/conf/all/forwarding", "1"),
         Sysctl("net/ipv6/conf/all/forwarding", "1"),
+        # A multipath route keeps using a next hop whose link is down unless
+        # told otherwise: with two fabrics, a cut link must drop out of ECMP
+        # at once, before BFD and BGP even notice.
+        Sysctl("net/ipv4/conf/all/ignore_routes_with_linkdown", "1"),
+        Sysctl("net/ipv6/conf/all/ignore_routes_with_linkdown", "1"),
         # send_redirects is OR-ed between "all" and the device. Writing
         # "default" propagates to every device not set explicitly (and to new
         # ones), so no tap ever sends an ICMP redirect to a VM.
         Sysctl("net/ipv4/conf/all/send_redirects", "0"),
+        # ICMP errors (TTL exceeded...) about VM traffic are sent from the
+        # address of the interface the packet came in on, not from whatever
+        # address the route to the sender would pick.
+        Sysctl("net/ipv4/icmp_errors_use_inbound_ifaddr", "1"),
         Sysctl("net/ipv4/conf/default/send_redirects", "0"),
         # Proxy NDP answers only for the explicit entries we program (fe80::1
         # on taps, VM addresses on uplinks); "all" avoids one file per tap.
@@ -179,12 +188,18 @@ def plan_port(port: Port, np: _NetPlan, idx: int, into: ObjectSet) -> None:
                 add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx), owner)
                 for up in np.proxy_uplinks:
                     add(ProxyNeigh(AF_INET6, up, pfx.partition("/")[0], False), owner)
-    for pfx in port.extra:
+    # Extra and NAT destinations are routed via the VM's own address (onlink),
+    # as the seed does: the VM answers ARP/ND for its primary address, not
+    # necessarily for an anycast address it holds on its loopback.
+    via4 = port.ipv4[0] if port.ipv4 else ""
+    for pfx in (*port.extra, *(f"{a}/{128 if ':' in a else 32}" for a in port.nat)):
         if ":" not in pfx:
-            add(Route(AF_INET, table, pfx, 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
+            if via4:
+                add(Route(AF_INET, table, pfx, 0, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, via4, ONLINK), owner)
+            else:
+                add(Route(AF_INET, table, pfx, 0, RTN_UNICAST, RT_SCOPE_LINK, idx), owner)
         else:
             add(Route(AF_INET6, table, pfx, V6_METRIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, idx, lladdr, ONLINK), owner)
-
 
 def plan(cfg: Config, ports: Iterable[Port], links: Mapping[str, Link]) -> Desired:
     """Everything the kernel should hold for this config and these ports."""
