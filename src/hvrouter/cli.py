@@ -364,6 +364,29 @@ def cmd_lab_exec(args: argparse.Namespace) -> int:
     return _lab(args).exec(args.node, cmd)
 
 
+def cmd_lab_migrate(args: argparse.Namespace) -> int:
+    from .lab.scenarios import migrate
+
+    result = migrate(_lab(args), args.vm, args.hv)
+    print(f"{args.vm}: moved from {result['from']} to {result['to']}")
+    return 0
+
+
+def cmd_lab_scenario(args: argparse.Namespace) -> int:
+    from .lab.scenarios import run_scenario
+
+    result = run_scenario(_lab(args), args.scenario)
+    if args.json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            if k != "streams":
+                print(f"{k:<32} {v}")
+        for s in result.get("streams", []):  # type: ignore[attr-defined]
+            print(f"  {s['stream']:<40} sent {s['sent']} lost {s['lost']} gap {s['gap_ms']} ms")
+    return 0 if result.get("ok", True) else 1
+
+
 def cmd_lab_down(args: argparse.Namespace) -> int:
     removed = _lab(args).down()
     print(f"lab {args.name}: removed {len(removed)} namespace(s)")
@@ -439,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("node")
     le.add_argument("cmd", nargs=argparse.REMAINDER)
     le.set_defaults(func=cmd_lab_exec)
+    lm = lab.add_parser("migrate", help="move a lab VM to another hypervisor (live-migration style)")
+    lm.add_argument("--name", default="hvlab")
+    lm.add_argument("vm")
+    lm.add_argument("hv")
+    lm.set_defaults(func=cmd_lab_migrate)
+    ls_ = lab.add_parser("scenario", help="inject a fault under a ping stream and measure it")
+    ls_.add_argument("--name", default="hvlab")
+    ls_.add_argument("--json", action="store_true")
+    ls_.add_argument("scenario", help="fabric-down, rr-down, hv-down, agent-restart, bird-restart, migrate, anycast")
+    ls_.set_defaults(func=cmd_lab_scenario)
 
     bcfg = sub.add_parser("bird-config", help="print this host's BIRD configuration")
     bcfg.add_argument("--role", choices=["hypervisor", "route-reflector", "edge"], help="default: bird.role")

@@ -151,7 +151,10 @@ class Lab:
         _run(["ip", "netns", "exec", edge, "sysctl", "-qw", "net.ipv4.ip_forward=1",
               "net.ipv6.conf.all.forwarding=1"])
         for vm in T.VMS:
-            self.attach_vm(vm.name, vm.hv, vm.mac, vm.ipv4, vm.ipv6)
+            ns = self.attach_vm(vm.name, vm.hv, vm.mac, vm.ipv4, vm.ipv6)
+            if vm.anycast:
+                # The VM holds the anycast addresses itself, on its loopback.
+                _batch(ns, [f"addr add {T.ANYCAST4}/32 dev lo", f"addr add {T.ANYCAST6}/128 dev lo"])
 
     def attach_vm(self, name: str, hv: str, mac: str, ipv4: str, ipv6: str) -> str:
         """A VM namespace `<lab>-<name>` whose eth0 is tap `name` on `hv`."""
@@ -193,8 +196,11 @@ class Lab:
             files = self._write_config(node)
             self.start_daemon(node.name)
         for vm in T.VMS:
+            extra = ["--extra", f"{T.ANYCAST4}/32", "--extra", T.ANYCAST6_PREFIX] if vm.anycast else []
+            for addr in vm.nat:
+                extra += ["--nat", addr]
             self.hvrouter(vm.hv, "port", "add", vm.name, "--mac", vm.mac, "--network", "public",
-                          "--ipv4", vm.ipv4, "--ipv6", vm.prefix6)
+                          "--ipv4", vm.ipv4, "--ipv6", vm.prefix6, *extra)
 
     def start_daemon(self, hv: str) -> int:
         files = self.files(hv)

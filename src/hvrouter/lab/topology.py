@@ -72,11 +72,19 @@ class Node:
         return self.addr4(self.segments[0])
 
 
+ANYCAST4 = "203.0.113.10"
+ANYCAST6_PREFIX = "2001:db8:cb00:710a::/64"
+ANYCAST6 = "2001:db8:cb00:710a::1"
+NAT4 = "203.0.113.11"  # seed 001: 203.0.113.11 is NATed to 203.0.113.4
+
+
 @dataclass(frozen=True)
 class Vm:
     name: str  # also the tap name on its hypervisor
     hv: str
     n: int
+    anycast: bool = False
+    nat: tuple[str, ...] = ()
 
     @property
     def mac(self) -> str:
@@ -103,7 +111,12 @@ RRS = (
     Node("rr2", "route-reflector", 11, (("b", "pub"), ("b", "priv"))),
 )
 EDGE = Node("edge", "edge", 21, (("a", "pub"), ("b", "pub")))
-VMS = (Vm("vm1", "hv1", 1), Vm("vm2", "hv1", 2), Vm("vm3", "hv2", 3), Vm("vm4", "hv3", 4))
+VMS = (
+    Vm("vm1", "hv1", 1, anycast=True),
+    Vm("vm2", "hv1", 2),
+    Vm("vm3", "hv2", 3, anycast=True),
+    Vm("vm4", "hv3", 4, nat=(NAT4,)),
+)
 ROUTERS = (*HYPERVISORS, *RRS, EDGE)
 FABRIC_NODES = tuple(f"fabric-{f}" for f in FABRICS)
 NODE_NAMES = (*FABRIC_NODES, *(n.name for n in ROUTERS), *(v.name for v in VMS))
