@@ -174,7 +174,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "dry_run": args.dry_run,
-                "changes": len(report.ops),
+                "changes": len(report.ops) + int(report.firewall_changed),
+                "firewall": {"changed": report.firewall_changed, "error": report.firewall_error or None},
                 "failures": [{"op": describe_op(f.op, names), "reason": f.reason} for f in report.failures],
                 "ports": report.port_status(),
                 "timings": report.timings,
@@ -185,12 +186,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         for op in report.ops:
             line = describe_op(op, names)
             print(f"FAILED {line}: {failed[id(op)]}" if id(op) in failed else line)
+        if report.firewall_changed:
+            print(f"{'~' if args.dry_run else '='} nftables table inet hvrouter {'differs' if args.dry_run else 'replaced'}")
+        if report.firewall_error:
+            print(f"FAILED nftables table inet hvrouter: {report.firewall_error}")
         pending = sum(1 for s in report.port_state.values() if s != "ready")
         print(
             f"{verb} {len(report.ops) - len(failed)} change(s), {len(failed)} failure(s); "
             f"{len(report.port_state)} port(s), {pending} not ready; {report.timings['total_s']:.3f} s"
         )
-    return 1 if report.failures else 0
+    return 1 if report.failures or report.firewall_error else 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -234,12 +239,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "ports": [{"name": n, **s} for n, s in status.items()],
                 "summary": counts,
                 "host_drift": [describe_op(op, names) for op in host_drift],
+                "firewall": "differs" if report.firewall_changed else (report.firewall_error or "in sync"),
                 **routing,
             }
         )
     else:
         print(f"daemon: {'running, pid ' + str(daemon_pid) if daemon_pid else 'not running'}")
         print(f"host objects: {'in sync' if not host_drift else str(len(host_drift)) + ' differ'}")
+        fw = "differs" if report.firewall_changed else (report.firewall_error or "in sync")
+        print(f"firewall (nftables table inet hvrouter): {fw}")
         for op in host_drift:
             print(f"  {describe_op(op, names)}")
         if "bird_error" in routing:

@@ -132,6 +132,10 @@ class BirdConfig(_Model):
     pidfile: Path | None = None
 
 
+class FirewallConfig(_Model):
+    enabled: bool = Field(True, description="the safety table `inet hvrouter` (forwarding, RPF, BGP/BFD, NAT)")
+
+
 class Config(_Model):
     rtproto: int = Field(211, ge=5, le=254)
     tables: dict[str, int] = Field(
@@ -143,6 +147,7 @@ class Config(_Model):
     tap: TapConfig = TapConfig()
     bgp: BgpConfig | None = None
     bird: BirdConfig = BirdConfig()
+    firewall: FirewallConfig = FirewallConfig()
 
     @cached_property
     def network_by_name(self) -> dict[str, NetworkConfig]:

@@ -122,8 +122,10 @@ class Daemon:
                 "pass %d: %d change(s), %d failure(s) in %.3f s",
                 self.passes, len(report.ops), len(report.failures), report.timings["total_s"],
             )
+        if report.firewall_error:
+            log.warning("firewall: %s", report.firewall_error)
         self.announce(ports, report.links, report.port_state, {f.op.owner for f in report.failures})
-        return not report.failures
+        return not report.failures and not report.firewall_error
 
     def announce(self, ports: list[Port], links: dict[str, Link], state: dict[str, str], failed: set[str]) -> None:
         """Gratuitous ARP / unsolicited NA into taps that just became active."""

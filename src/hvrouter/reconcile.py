@@ -39,6 +39,9 @@ class Report:
     desired_count: int
     timings: dict[str, float] = field(default_factory=dict)
     applied: bool = False
+    # nftables table: whether it differed (and was applied unless dry run)
+    firewall_changed: bool = False
+    firewall_error: str = ""
 
     def port_status(self) -> dict[str, dict[str, object]]:
         """programmed / pending / drift / error per port, from this pass."""
@@ -124,12 +127,31 @@ class Reconciler:
         if not dry_run and ops:
             failures = apply(self.nl, ops, self.cfg.rtproto, kinds)
         t3 = time.perf_counter()
+        fw_changed, fw_error = self._firewall(ports, dry_run)
+        t4 = time.perf_counter()
         return Report(
             ops=ops,
             failures=failures,
             port_state=desired.port_state,
             links=links,
             desired_count=len(desired.objects),
-            timings={"observe_s": t1 - t0, "plan_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0, **kinds},
+            timings={"observe_s": t1 - t0, "plan_s": t2 - t1, "apply_s": t3 - t2, "firewall_s": t4 - t3,
+                     "total_s": t4 - t0, **kinds},
             applied=not dry_run,
+            firewall_changed=fw_changed,
+            firewall_error=fw_error,
         )
+
+    def _firewall(self, ports: list[Port], dry_run: bool) -> tuple[bool, str]:
+        """The nftables table is rendered whole and replaced atomically when
+        its fingerprint differs; a failure is reported, never fatal for the
+        routes."""
+        if not self.cfg.firewall.enabled:
+            return False, ""
+        from .errors import HvrouterError
+        from .firewall import sync
+
+        try:
+            return sync(self.cfg, ports, dry_run=dry_run), ""
+        except (HvrouterError, OSError) as exc:
+            return False, str(exc)

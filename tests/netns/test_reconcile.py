@@ -185,3 +185,17 @@ def test_activation_announces_the_gateways_to_the_vm(host: Host) -> None:
     wait_for(lambda: vm_sees_tap("203.0.113.254"), what="gratuitous ARP updating the VM's gateway entry")
     wait_for(lambda: vm_sees_tap("fe80::1"), what="unsolicited NA updating the VM's fe80::1 entry")
     wait_for(lambda: "vm1: active, sent 2 announcement(s)" in host.daemon_log(), what="announcement logged")
+
+
+def test_firewall_table_is_installed_and_repaired_by_the_reconciler(host: Host) -> None:
+    vm1 = host.add_vm("vm1", MAC1, "203.0.113.1")
+    add_port(host, "vm1", MAC1, "203.0.113.1", "2001:db8:cb00:7101::/64")
+    host.hvrouter("reconcile", "--once")
+    listing = host.ip("netns", "exec", host.ns, "nft", "list", "table", "inet", "hvrouter")
+    assert '"vm1"' in listing and "hook forward" in listing
+    host.ip("netns", "exec", host.ns, "nft", "delete", "table", "inet", "hvrouter")
+    assert json.loads(host.hvrouter("status", "--json").stdout)["firewall"] == "differs"
+    out = json.loads(host.hvrouter("reconcile", "--once", "--json").stdout)
+    assert out["firewall"]["changed"] is True
+    assert json.loads(host.hvrouter("status", "--json").stdout)["firewall"] == "in sync"
+    assert ping(vm1, "203.0.113.254")

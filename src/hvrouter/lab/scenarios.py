@@ -272,7 +272,7 @@ def bird_restart(lab: Lab) -> dict[str, object]:
     t0 = time.monotonic()
     stop_bird(lab, "hv1")
     start_bird(lab, "hv1")
-    back = wait_sessions(lab)
+    wait_sessions(lab)
     result = _summary(_collect(procs))
     result["sessions_back_s"] = round(time.monotonic() - t0, 2)
     result["mode"] = "BFD on, graceful restart off (default)"
