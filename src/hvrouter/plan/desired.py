@@ -71,12 +71,14 @@ def host_sysctls() -> list[Sysctl]:
         # address of the interface the packet came in on, not from whatever
         # address the route to the sender would pick.
         Sysctl("net/ipv4/icmp_errors_use_inbound_ifaddr", "1"),
-        # A tap that just appeared (a VM started or migrated here) would keep
-        # its link-local tentative for ~1 s of duplicate address detection,
-        # and until then the host cannot resolve the VM over IPv6: optimistic
-        # DAD makes it usable at once (RFC 4429) while still detecting.
-        Sysctl("net/ipv6/conf/default/optimistic_dad", "1"),
-        Sysctl("net/ipv6/conf/default/use_optimistic", "1"),
+        # A tap that just appeared (a VM started or migrated here) keeps its
+        # link-local tentative for ~1 s of duplicate address detection, and
+        # until then the host cannot resolve the VM over IPv6 (measured: an
+        # 800 ms gap on migration). Optimistic DAD is ignored when forwarding
+        # is on (RFC 4429 keeps routers out of it), so new interfaces skip DAD:
+        # a tap's link-local comes from its own random MAC, and the uplinks
+        # are configured before the agent runs.
+        Sysctl("net/ipv6/conf/default/accept_dad", "0"),
         Sysctl("net/ipv4/conf/default/send_redirects", "0"),
         # Proxy NDP answers only for the explicit entries we program (fe80::1
         # on taps, VM addresses on uplinks); "all" avoids one file per tap.
