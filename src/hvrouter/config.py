@@ -47,11 +47,26 @@ class IPv6Config(_Model):
     port_prefix_len: int = Field(64, ge=48, le=128)
 
 
+class ServicesConfig(_Model):
+    """What the built-in DHCPv4 / RA / DHCPv6 responder tells the VMs."""
+
+    enabled: bool = True
+    dns: tuple[IPv4Address | IPv6Address, ...] = ()
+    domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    search: tuple[str, ...] = ()
+    lease_time: int = Field(86400, ge=60, le=2**31 - 1, description="seconds; long: the address never changes")
+    mtu: int | None = Field(None, ge=1280, le=65535)
+    ra_interval: int = Field(60, ge=4, le=1800, description="max seconds between periodic RAs")
+    router_lifetime: int = Field(1800, ge=0, le=9000)
+    dhcpv6: bool = Field(True, description="stateless info (O flag); stateful IA_NA on shared-prefix networks")
+
+
 class NetworkConfig(_Model):
     name: str = Field(pattern=NAME_RE)
     table: str
     ipv4: IPv4Config | None = None
     ipv6: IPv6Config | None = None
+    services: ServicesConfig = ServicesConfig()
 
 
 class UplinkConfig(_Model):
