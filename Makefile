@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 iputils-ping bird2 isc-dhcp-client ndisc6 tcpdump nftables
+APT_PACKAGES := iproute2 iputils-ping bird2 isc-dhcp-client ndisc6 tcpdump nftables dnsmasq-base
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit netns demo deps venv lint bench clean
+.PHONY: test unit netns demo deps venv lint bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +41,10 @@ demo: deps venv
 
 bench: deps venv
 	$(VENV)/bin/hvrouter bench program --ports 10000 --json
+
+# Many more generated packets than CI's 100k per protocol.
+fuzz: venv
+	HVROUTER_FUZZ_EXAMPLES=2000000 HVROUTER_FUZZ_HYPOTHESIS=5000 $(PY) -m pytest -q tests/unit/test_services_fuzz.py
 
 lint: venv
 	$(VENV)/bin/ruff check src tests

@@ -232,6 +232,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in status.values():
         counts[str(s["state"])] = counts.get(str(s["state"]), 0) + 1
     routing = _bird_status(cfg)
+    services = _services_status(cfg, Path(args.state_dir))
+    for name, entry in status.items():
+        per_port = services.get("ports", {}).get(name)
+        if per_port is not None:
+            entry["services"] = per_port
+        drops = services.get("spoof_drops", {}).get(name)
+        if drops is not None:
+            entry["spoof_drops"] = drops
     if args.json:
         _print_json(
             {
@@ -240,6 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "summary": counts,
                 "host_drift": [describe_op(op, names) for op in host_drift],
                 "firewall": "differs" if report.firewall_changed else (report.firewall_error or "in sync"),
+                "responder": {k: v for k, v in services.items() if k not in ("ports", "spoof_drops")},
                 **routing,
             }
         )
@@ -260,9 +269,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         for b in routing.get("bfd", []):
             print(f"bfd {b['address']:<16} {b['interface']:<10} {b['state']}")
         print(f"ports: {len(status)} " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if services.get("received") is not None:
+            print(f"responder: {services.get('answered', 0)} answered, {services.get('ignored_foreign_mac', 0)} foreign MAC, "
+                  f"{services.get('ignored_unknown_interface', 0)} not a port, {services.get('malformed', 0)} malformed")
         for name, s in status.items():
-            print(f"  {name:<15} {s['state']:<11} {s['detail']}")
+            extra = ""
+            if "services" in s:
+                served = s["services"].get("served", {})  # type: ignore[union-attr]
+                extra += f"  served {sum(served.values())}"
+            if "spoof_drops" in s:
+                extra += f"  spoof drops {s['spoof_drops'].get('packets', 0)}"  # type: ignore[union-attr]
+            print(f"  {name:<15} {s['state']:<11} {s['detail']}{extra}")
     return 0
+
+
+def _services_status(cfg: Config, state_dir: Path) -> dict[str, Any]:
+    """The running daemon's responder counters (it writes them every second)
+    and the anti-spoofing drop counters from our nftables table."""
+    from .daemon import STATS_NAME
+
+    out: dict[str, Any] = {}
+    try:
+        out = json.loads((state_dir / STATS_NAME).read_text())
+    except (OSError, ValueError):
+        pass
+    if cfg.firewall.enabled:
+        try:
+            from .firewall import counters
+
+            out["spoof_drops"] = counters()
+        except (ImportError, HvrouterError, OSError):
+            pass
+    return out
 
 
 def _bird_status(cfg: Config) -> dict[str, Any]:
@@ -301,6 +339,18 @@ def cmd_bench_program(args: argparse.Namespace) -> int:
     else:
         for k, v in result.items():
             print(f"{k:<24} {v}")
+    return 0
+
+
+def cmd_bench_dhcp(args: argparse.Namespace) -> int:
+    from .bench.dhcpstorm import run_dhcp_bench
+
+    result = run_dhcp_bench(args.ports)
+    if args.json:
+        _print_json(result)
+    else:
+        for who in ("hvrouter", "dnsmasq"):
+            print(f"{who:<9} {result[who]}")
     return 0
 
 
@@ -492,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true")
     bp.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_program)
+    bd = b.add_parser("dhcp", help="DHCPv4 boot storm: hvrouter's responder, then dnsmasq")
+    bd.add_argument("--ports", type=int, default=1000)
+    bd.add_argument("--json", action="store_true")
+    bd.set_defaults(func=cmd_bench_dhcp)
     bc = b.add_parser("converge", help="port add on hv1 -> first ping answered from hv3 (lab)")
     bc.add_argument("--name", default="hvlab")
     bc.add_argument("--ports", type=int, default=20)

@@ -8,6 +8,7 @@ without holding back the others (they are re-planned on every pass).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import selectors
@@ -23,10 +24,12 @@ from .kernel import NetlinkSocket
 from .kernel.netlink import RTMGRP_LINK
 from .model import Link, Port
 from .reconcile import Reconciler, describe_op
+from .services.responder import Responder
 from .store import Store
 
 log = logging.getLogger("hvrouter.daemon")
 SOCKET_NAME = "hvrouter.sock"
+STATS_NAME = "responder-stats.json"
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 60.0
 
 
@@ -88,6 +91,25 @@ class Daemon:
         self._ports_version = -1
         # tap name -> ifindex it was announced on (a re-created tap is new)
         self._announced: dict[str, int] = {}
+        self.responder = self._make_responder()
+        self._stats_written = 0.0
+
+    def _make_responder(self) -> Responder | None:
+        """DHCPv4 / RA / DHCPv6 for the ports, when a network asks for it."""
+        if not any(n.services.enabled for n in self.cfg.networks):
+            return None
+        return Responder()
+
+    def write_stats(self, force: bool = False) -> None:
+        """Responder counters for `hvrouter status` (another process)."""
+        now = time.monotonic()
+        if self.responder is None or (not force and now - self._stats_written < 1.0):
+            return
+        self._stats_written = now
+        path = self.state_dir / STATS_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.responder.stats(), sort_keys=True))
+        tmp.replace(path)
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -124,6 +146,8 @@ class Daemon:
             )
         if report.firewall_error:
             log.warning("firewall: %s", report.firewall_error)
+        if self.responder is not None:
+            self.responder.update(self.cfg, ports, report.links)
         self.announce(ports, report.links, report.port_state, {f.op.owner for f in report.failures})
         return not report.failures and not report.firewall_error
 
@@ -158,6 +182,8 @@ class Daemon:
         sel.register(self.events.sock, selectors.EVENT_READ, "netlink")
         sel.register(self.control, selectors.EVENT_READ, "control")
         (self.state_dir / "hvrouter.pid").write_text(f"{os.getpid()}\n")
+        if self.responder is not None:
+            self.responder.start()
         log.info("hvrouter daemon started (pid %d)", os.getpid())
         version = self.store.data_version()
         dirty = True
@@ -200,6 +226,10 @@ class Daemon:
             if current != version:
                 version = current
                 dirty = True
+            self.write_stats()
         log.info("hvrouter daemon stopping")
+        if self.responder is not None:
+            self.write_stats(force=True)
+            self.responder.stop()
         (self.state_dir / SOCKET_NAME).unlink(missing_ok=True)
         (self.state_dir / "hvrouter.pid").unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """A hypervisor with two VMs and two uplinks, in namespaces, for the firewall
-tests. Namespaces are named hvfw-<random>-<role>; the fixture in
-test_firewall.py removes them and stops the processes it started, by PID.
+tests. Namespaces are named <prefix>-<random>-<role> (hvfw for the policy
+tests, hvas for the anti-spoofing ones); `lab()` removes them and stops the
+processes it started, by PID, even when the test fails.
 
     peer (198.18.15.2, 2001:db8:f0::2)       peer2 (198.18.15.10, 2001:db8:f1::2)
             | eth0                                   | eth0
@@ -19,16 +20,20 @@ by hand; everything else is programmed by `hvrouter reconcile --once`.
 from __future__ import annotations
 
 import json
+import secrets
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import Host, sh, wait_for
 
 from hvrouter.config import Config, load_config
-from hvrouter.firewall import render
+from hvrouter.firewall import counters, render
 from hvrouter.firewall import sync as fw_sync
 from hvrouter.model import Port
 from hvrouter.store import Store
@@ -135,13 +140,27 @@ class FwLab:
 
     # -- the table ------------------------------------------------------------
 
-    def counter(self, chain: str, comment: str) -> int:
+    def counter(self, chain: str, comment: str, family: str = "inet") -> int:
         """Packets counted by the rule of `chain` whose comment starts with `comment`."""
-        out = sh(*self.nft, "-j", "list", "chain", "inet", "hvrouter", chain).stdout
+        out = sh(*self.nft, "-j", "list", "chain", family, "hvrouter", chain).stdout
         rules = [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
         found = [r for r in rules if r.get("comment", "").startswith(comment)]
         assert len(found) == 1, f"{chain}: {len(found)} rules with a comment starting {comment!r}"
         return sum(e["counter"]["packets"] for e in found[0]["expr"] if "counter" in e)
+
+    def drops(self) -> dict[str, int]:
+        """Spoofing drops per port (packets), as `hvrouter status` reads them."""
+        return {port: c["packets"] for port, c in counters(nft=self.nft).items()}
+
+    def neigh(self) -> list[str]:
+        """The hypervisor's IPv4 neighbour entries: "ADDRESS DEVICE LLADDR"."""
+        out = json.loads(self.host.ip("-j", "-4", "neigh", "show"))
+        return sorted(f"{n['dst']} {n['dev']} {n.get('lladdr', '-')}" for n in out)
+
+    def route_dev(self, dst: str) -> str:
+        """The device the hypervisor routes `dst` to (`ip route get`)."""
+        out = json.loads(self.host.ip("-j", "route", "get", dst))
+        return str(out[0].get("dev", ""))
 
 
 def build(host: Host) -> FwLab:
@@ -196,6 +215,21 @@ def build(host: Host) -> FwLab:
                      ("2001:db8:f0::/64", "up0"), ("2001:db8:f1::/64", "up1")):
         host.ip("route", "add", dst, "dev", dev, "table", "90")
     return FwLab(host, vm1, vm2, peer, peer2)
+
+
+@contextmanager
+def lab(tmp_path: Path, prefix: str) -> Iterator[FwLab]:
+    """A lab in namespaces <prefix>-<random>-<role>, removed afterwards,
+    whatever happened; the processes it started are stopped by PID."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    host = Host(ns=f"{name}-hv", prefix=name, workdir=tmp_path)
+    try:
+        yield build(host)
+    finally:
+        for proc in host.procs:
+            host.stop(proc, signal.SIGKILL)
+        for ns in reversed(host.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def settle(seconds: float = 0.2) -> None:

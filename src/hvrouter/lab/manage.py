@@ -151,24 +151,28 @@ class Lab:
         _run(["ip", "netns", "exec", edge, "sysctl", "-qw", "net.ipv4.ip_forward=1",
               "net.ipv6.conf.all.forwarding=1"])
         for vm in T.VMS:
-            ns = self.attach_vm(vm.name, vm.hv, vm.mac, vm.ipv4, vm.ipv6)
+            # The VMs configure themselves (DHCP, SLAAC) once the agents run.
+            ns = self.attach_vm(vm.name, vm.hv, vm.mac)
             if vm.anycast:
                 # The VM holds the anycast addresses itself, on its loopback.
                 _batch(ns, [f"addr add {T.ANYCAST4}/32 dev lo", f"addr add {T.ANYCAST6}/128 dev lo"])
 
-    def attach_vm(self, name: str, hv: str, mac: str, ipv4: str, ipv6: str) -> str:
-        """A VM namespace `<lab>-<name>` whose eth0 is tap `name` on `hv`."""
+    def attach_vm(self, name: str, hv: str, mac: str, ipv4: str | None = None, ipv6: str | None = None) -> str:
+        """A VM namespace `<lab>-<name>` whose eth0 is tap `name` on `hv`;
+        with addresses, configured statically, else left to DHCP/SLAAC."""
         ns = self.ns(name)
         if not _ns_exists(ns):
             self._add_ns(name)
-        _batch(ns, [
-            f"link add eth0 address {mac} type veth peer name {name} netns {self.ns(hv)}",
-            "link set eth0 up",
-            f"addr add {ipv4}/24 dev eth0",
-            f"route add default via {T.VM_GATEWAY}",
-            f"addr add {ipv6}/64 dev eth0 nodad",
-            "route add ::/0 via fe80::1 dev eth0",
-        ])
+        # A new eth0 copies "default": solicit routers at once, and skip DAD
+        # (addresses are unique by construction), so SLAAC is done in ms.
+        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.router_solicitation_delay=0",
+              "net.ipv6.conf.default.accept_dad=0"])
+        cmds = [f"link add eth0 address {mac} type veth peer name {name} netns {self.ns(hv)}", "link set eth0 up"]
+        if ipv4:
+            cmds += [f"addr add {ipv4}/24 dev eth0", f"route add default via {T.VM_GATEWAY}"]
+        if ipv6:
+            cmds += [f"addr add {ipv6}/64 dev eth0 nodad", "route add ::/0 via fe80::1 dev eth0"]
+        _batch(ns, cmds)
         _run(["ip", "-n", self.ns(hv), "link", "set", name, "up"])
         return ns
 
@@ -201,6 +205,29 @@ class Lab:
                 extra += ["--nat", addr]
             self.hvrouter(vm.hv, "port", "add", vm.name, "--mac", vm.mac, "--network", "public",
                           "--ipv4", vm.ipv4, "--ipv6", vm.prefix6, *extra)
+        for vm in T.VMS:
+            self.start_dhcp_clients(vm.name)
+
+    def start_dhcp_clients(self, vm: str) -> None:
+        """ISC dhclient for IPv4 and for IPv6 information (-S), as the seed's
+        VMs do; SLAAC is the kernel's own. Our script keeps dhclient inside
+        the VM namespace and away from the machine's resolv.conf."""
+        from importlib import resources
+
+        vm_dir = self.dir / vm
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        script = vm_dir / "dhclient-script"
+        text = resources.files("hvrouter.lab").joinpath("data/dhclient-script").read_text()
+        script.write_text(text.replace("@DIR@", str(vm_dir)))
+        script.chmod(0o755)
+        conf = vm_dir / "dhclient.conf"
+        conf.write_text(resources.files("hvrouter.lab").joinpath("data/dhclient.conf").read_text())
+        for fam in ("4", "6"):
+            args = ["dhclient", f"-{fam}", "-nw", "-cf", str(conf), "-lf", str(vm_dir / f"dhclient{fam}.leases"),
+                    "-pf", str(vm_dir / f"dhclient{fam}.pid"), "-sf", str(script)]
+            if fam == "6":
+                args.append("-S")
+            _run(["ip", "netns", "exec", self.ns(vm), *args, "eth0"])
 
     def start_daemon(self, hv: str) -> int:
         files = self.files(hv)
@@ -277,6 +304,31 @@ class Lab:
             }
         return out
 
+    def vm_config(self, vm: T.Vm) -> dict[str, bool]:
+        """What the VM configured itself from DHCP and router advertisements."""
+        ns = self.ns(vm.name)
+
+        def ip(*args: str) -> str:
+            return _run(["ip", "-n", ns, *args], check=False).stdout
+
+        def lease(fam: str) -> dict[str, str]:
+            path = self.dir / vm.name / f"dhcp{fam}"
+            try:
+                return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+            except OSError:
+                return {}
+
+        v6 = ip("-6", "addr", "show", "dev", "eth0", "scope", "global")
+        d4, d6 = lease("4"), lease("6")
+        return {
+            "ipv4_address": f"inet {vm.ipv4}/24 " in ip("-4", "addr", "show", "dev", "eth0"),
+            "ipv4_default_route": f"default via {T.VM_GATEWAY} " in ip("-4", "route", "show", "default"),
+            "ipv4_dns": d4.get("dns", "").split() == [T.INTERNET4] and d4.get("domain") == T.DOMAIN,
+            "ipv6_address": f"inet6 {vm.ipv6}/64 " in v6 and "tentative" not in v6,
+            "ipv6_default_route": "default via fe80::1 " in ip("-6", "route", "show", "default"),
+            "ipv6_dns": d6.get("dns", "").split() == [T.INTERNET6] and T.DOMAIN in d6.get("search", ""),
+        }
+
     def check(self) -> dict[str, object]:
         jobs = []
         sources = [(vm.name, None) for vm in T.VMS] + [("edge", "internet")]
@@ -294,10 +346,13 @@ class Lab:
             for (src, kind, dst, fam, _a, _s), (ok, rtt) in zip(jobs, results, strict=True)
         ]
         bgp = self.bgp()
-        ok = all(p["ok"] for p in pairs) and all(
-            v["sessions"] > 0 and v["sessions"] == v["sessions_up"] for v in bgp.values()
+        vms = {vm.name: self.vm_config(vm) for vm in T.VMS}
+        ok = (
+            all(p["ok"] for p in pairs)
+            and all(v["sessions"] > 0 and v["sessions"] == v["sessions_up"] for v in bgp.values())
+            and all(all(flags.values()) for flags in vms.values())
         )
-        return {"ok": ok, "pairs": pairs, "bgp": bgp}
+        return {"ok": ok, "pairs": pairs, "bgp": bgp, "vms": vms}
 
     def wait_converged(self, timeout: float) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -368,5 +423,11 @@ def render_matrix(result: dict[str, object]) -> str:
     assert isinstance(bgp, dict)
     lines.append("")
     lines.append("BGP sessions up: " + "  ".join(f"{n} {v['sessions_up']}/{v['sessions']}" for n, v in bgp.items()))
+    vms = result.get("vms", {})
+    assert isinstance(vms, dict)
+    for name, flags in vms.items():
+        bad = [k for k, v in flags.items() if not v]
+        state = "ok" if not bad else "MISSING " + ", ".join(bad)
+        lines.append(f"{name} self-configuration (DHCPv4, SLAAC, DHCPv6 info): {state}")
     lines.append("lab check: " + ("OK" if result["ok"] else "FAILED"))
     return "\n".join(lines)

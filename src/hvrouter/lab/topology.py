@@ -159,6 +159,10 @@ class HostFiles:
         return f"{self.dir}/bird.pid"
 
 
+DNS = (INTERNET4, INTERNET6)
+DOMAIN = "example.net"
+
+
 def hv_config(node: Node, files: HostFiles) -> dict[str, object]:
     """hvrouter config of a lab hypervisor."""
     peers = []
@@ -181,6 +185,7 @@ def hv_config(node: Node, files: HostFiles) -> dict[str, object]:
             "table": "public",
             "ipv4": {"subnet": VM_SUBNET, "gateway": VM_GATEWAY},
             "ipv6": {"mode": "prefix-per-port", "prefix": VM_PREFIX6},
+            "services": {"dns": list(DNS), "domain": DOMAIN, "search": [DOMAIN]},
         }],
         "fabric": {"uplinks": [
             {"interface": SEGMENTS[s].ifname, "table": "public" if s[1] == "pub" else "private"}
