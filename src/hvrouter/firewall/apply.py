@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import Config
 from ..model import Port
 from .errors import FirewallError
-from .render import FAMILIES, FAMILY, TABLE, LinkLocal, fingerprint, port_of_counter, render
+from .render import FAMILIES, FAMILY, TABLE, LinkLocal, fingerprint, input_fingerprint, port_of_counter, render
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +248,11 @@ def sync(
     is by fingerprint only: a rule edited by hand under an unchanged comment
     is not seen; `force` re-applies regardless (a periodic safety net).
     `link_local`: see `render`."""
-    text = _render_memo(cfg, ports, link_local)
-    want = fingerprint(text)
+    want = input_fingerprint(cfg, ports, link_local)
     have = observe(nft)
     if have == want and not force:
         return False
+    text = _render_memo(cfg, ports, link_local)
     reason = "forced" if have == want else "missing" if have is None else "not ours" if have == "" else "changed"
     if dry_run:
         log.info("firewall: would apply %s (%s)", WHAT, reason)

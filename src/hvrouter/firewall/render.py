@@ -21,13 +21,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Literal
-
-import jinja2
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from ..config import IFNAME_RE, Config
 from ..model import Port
 from ..ports import eui64_link_local
+
+if TYPE_CHECKING:
+    import jinja2
 
 TABLE = "hvrouter"
 FAMILY = "inet"
@@ -70,6 +72,10 @@ LinkLocal = Literal["eui64", "any"]
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
+    # Imported here: a no-op pass only compares fingerprints and never
+    # renders, and the import alone is ~35 ms of it.
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("hvrouter.firewall", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -321,9 +327,29 @@ def render(cfg: Config, ports: Sequence[Port], *, link_local: LinkLocal = "eui64
         log_prefix=LOG_PREFIX,
         log_rate=LOG_RATE,
     )
-    digest = hashlib.sha256(text.encode()).hexdigest()
     # Both tables carry it: either one deleted or edited by hand shows.
-    return text.replace(_PLACEHOLDER, FINGERPRINT_PREFIX + digest)
+    return text.replace(_PLACEHOLDER, input_fingerprint(cfg, ports, link_local))
+
+
+_CODE_DIGEST: list[bytes] = []
+
+
+def input_fingerprint(cfg: Config, ports: Sequence[Port], link_local: LinkLocal = "eui64") -> str:
+    """The fingerprint of what the tables are rendered from: this module, the
+    template, the config and the ports. Comparing it with the kernel's costs
+    ~20 ms at 10k ports, where rendering the text to hash it cost 0.2 s of
+    every no-op pass of a fresh `reconcile --once`."""
+    if not _CODE_DIGEST:
+        code = hashlib.sha256(Path(__file__).read_bytes())
+        code.update((Path(__file__).parent / "templates" / "hvrouter.nft.j2").read_bytes())
+        _CODE_DIGEST.append(code.digest())
+    h = hashlib.sha256(_CODE_DIGEST[0])
+    h.update(cfg.model_dump_json().encode())
+    h.update(link_local.encode())
+    for p in sorted(ports, key=lambda p: p.name):
+        h.update("\0".join((p.name, p.mac, p.network, " ".join(p.ipv4), " ".join(p.ipv6), " ".join(p.extra),
+                            " ".join(p.nat))).encode() + b"\n")
+    return FINGERPRINT_PREFIX + h.hexdigest()
 
 
 def fingerprint(text: str) -> str | None:
