@@ -21,19 +21,12 @@ import struct
 import sys
 import time
 
+from ..services.wire import checksum
+
 ETH_P_IP = 0x0800
 MAGIC = b"\x63\x82\x53\x63"
 DISCOVER, OFFER, REQUEST, ACK, NAK = 1, 2, 3, 5, 6
 RETRY = 2.0
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
 
 
 def frame(mac: bytes, xid: int, kind: int, requested: bytes = b"", server: bytes = b"") -> bytes:
@@ -47,7 +40,7 @@ def frame(mac: bytes, xid: int, kind: int, requested: bytes = b"", server: bytes
                         b"\0" * 4, mac + b"\0" * 10, b"", b"") + MAGIC + opts
     udp = struct.pack("!HHHH", 68, 67, 8 + len(bootp), 0) + bootp
     iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\0" * 4, b"\xff" * 4)
-    iph = iph[:10] + struct.pack("!H", _csum(iph)) + iph[12:]
+    iph = iph[:10] + struct.pack("!H", checksum(iph)) + iph[12:]
     return b"\xff" * 6 + mac + struct.pack("!H", ETH_P_IP) + iph + udp
 
 

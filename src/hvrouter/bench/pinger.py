@@ -17,14 +17,7 @@ import struct
 import sys
 import time
 
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
+from ..services.wire import checksum
 
 
 def first_reply(dst: str, timeout: float, interval: float) -> float | None:
@@ -45,7 +38,7 @@ def first_reply(dst: str, timeout: float, interval: float) -> float | None:
             header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
             payload = b"hvrouter-bench"
             if not v6:  # the kernel fills in the ICMPv6 checksum, not the ICMP one
-                header = struct.pack("!BBHHH", request, 0, _checksum(header + payload), ident, seq)
+                header = struct.pack("!BBHHH", request, 0, checksum(header + payload), ident, seq)
             try:
                 sock.sendto(header + payload, (dst, 0))
             except OSError:

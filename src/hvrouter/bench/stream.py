@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from .pinger import _checksum
+from ..services.wire import checksum
 
 
 def stream(dst: str, duration: float, interval: float, source: str | None) -> dict[str, object]:
@@ -46,7 +46,7 @@ def stream(dst: str, duration: float, interval: float, source: str | None) -> di
             payload = struct.pack("!d", now)
             header = struct.pack("!BBHHH", request, 0, 0, ident, seq & 0xFFFF)
             if not v6:
-                header = struct.pack("!BBHHH", request, 0, _checksum(header + payload), ident, seq & 0xFFFF)
+                header = struct.pack("!BBHHH", request, 0, checksum(header + payload), ident, seq & 0xFFFF)
             try:
                 sock.sendto(header + payload, (dst, 0))
             except OSError:

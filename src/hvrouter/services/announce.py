@@ -15,12 +15,10 @@ import fcntl
 import socket
 import struct
 
+from .wire import ALL_NODES, ALL_NODES_MAC, BROADCAST_MAC, icmp6_frame
+
 ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
 SIOCGIFHWADDR = 0x8927
-BROADCAST = b"\xff" * 6
-ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
-ALL_NODES = socket.inet_pton(socket.AF_INET6, "ff02::1")
 
 
 def hw_address(ifname: str) -> bytes:
@@ -32,19 +30,9 @@ def hw_address(ifname: str) -> bytes:
 def garp_frame(mac: bytes, ip: str) -> bytes:
     """ARP request announcing ip at mac (sender IP = target IP), broadcast."""
     addr = socket.inet_aton(ip)
-    eth = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    eth = BROADCAST_MAC + mac + struct.pack("!H", ETH_P_ARP)
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + addr + b"\x00" * 6 + addr
     return eth + arp
-
-
-def _icmp6_checksum(src: bytes, dst: bytes, payload: bytes) -> int:
-    pseudo = src + dst + struct.pack("!I3xB", len(payload), 58) + payload
-    if len(pseudo) % 2:
-        pseudo += b"\0"
-    total = sum(struct.unpack(f"!{len(pseudo) // 2}H", pseudo))
-    while total >> 16:
-        total = (total >> 16) + (total & 0xFFFF)
-    return ~total & 0xFFFF
 
 
 def unsolicited_na_frame(mac: bytes, ip6: str) -> bytes:
@@ -52,10 +40,7 @@ def unsolicited_na_frame(mac: bytes, ip6: str) -> bytes:
     src = socket.inet_pton(socket.AF_INET6, ip6)
     flags = 0xA0000000  # R and O; S must be 0 in an unsolicited advertisement
     body = struct.pack("!BBHI", 136, 0, 0, flags) + src + struct.pack("!BB", 2, 1) + mac
-    csum = _icmp6_checksum(src, ALL_NODES, body)
-    body = body[:2] + struct.pack("!H", csum) + body[4:]
-    ip6h = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + ALL_NODES
-    return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ip6h + body
+    return icmp6_frame(mac, ALL_NODES_MAC, src, ALL_NODES, body)
 
 
 def announce(ifname: str, gateway4: str | None, gateway6: str | None) -> int:
