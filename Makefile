@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 iputils-ping bird2 isc-dhcp-client ndisc6 tcpdump nftables dnsmasq-base
+APT_PACKAGES := iproute2 iputils-ping bird2 isc-dhcp-client ndisc6 tcpdump nftables dnsmasq-base frr etcd-server smcroute
 STAMP := $(VENV)/.installed
 
 .PHONY: test unit netns demo deps venv lint bench fuzz clean

@@ -14,6 +14,7 @@ from typing import Any
 from .config import Config, example_text, load_config
 from .errors import HvrouterError, InputError, Problem
 from .model import Port
+from .overlay.types import MODES
 from .ports import parse_port
 from .store import Store
 
@@ -354,6 +355,18 @@ def cmd_bench_dhcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_miss(args: argparse.Namespace) -> int:
+    from .bench.miss import run_miss_bench
+
+    result = run_miss_bench(args.entries, shell_cap=args.shell_seconds)
+    if args.json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            print(f"{k:<24} {v}")
+    return 0
+
+
 def cmd_bench_converge(args: argparse.Namespace) -> int:
     from .bench.converge import run_converge_bench
 
@@ -377,6 +390,18 @@ def _lab(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from .lab.manage import render_matrix
 
+    if args.topology == "vxlan":
+        from .lab import vxlan
+
+        if args.mode is None:
+            raise InputError("lab up --topology vxlan", [Problem("--mode", None, "one of " + ", ".join(MODES))])
+        print(f"lab {args.name}: building the seed-002 VXLAN lab, mode {args.mode}...", file=sys.stderr)
+        result = vxlan.up(args.name, args.mode, args.underlay, args.registry or "sqlite")
+        _print_json(result) if args.json else print(vxlan.render_check(result))
+        return 0 if result["ok"] else 1
+    for opt in ("mode", "underlay", "registry"):
+        if getattr(args, opt) is not None:
+            raise InputError("lab up", [Problem(f"--{opt}", getattr(args, opt), "only with --topology vxlan")])
     lab = _lab(args)
     print(f"lab {lab.name}: building namespaces, starting BIRD and hvrouter...", file=sys.stderr)
     result = lab.up()
@@ -393,6 +418,12 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
     lab = _lab(args)
     if not lab.exists():
         raise LabError(f"lab {lab.name!r} does not exist (`hvrouter lab up --name {lab.name}`)")
+    from .lab import vxlan
+
+    if vxlan.is_vxlan(lab.name):
+        vresult = vxlan.check(lab.name)
+        _print_json(vresult) if args.json else print(vxlan.render_check(vresult))
+        return 0 if vresult["ok"] else 1
     result = lab.check()
     if args.json:
         _print_json(result)
@@ -445,9 +476,71 @@ def cmd_lab_scenario(args: argparse.Namespace) -> int:
     return 0 if result.get("ok", True) else 1
 
 
+def cmd_lab_measure(args: argparse.Namespace) -> int:
+    from .lab import vxlan
+    from .lab.manage import LabError
+
+    if not vxlan.is_vxlan(args.name):
+        raise LabError(f"lab {args.name!r} is not a VXLAN lab (`hvrouter lab up --topology vxlan --mode MODE`)")
+    result = vxlan.measure(args.name, args.frames)
+    _print_json(result) if args.json else print(vxlan.render_measure(result))
+    return 0
+
+
 def cmd_lab_down(args: argparse.Namespace) -> int:
-    removed = _lab(args).down()
+    from .lab import vxlan
+
+    removed = vxlan.down(args.name) if vxlan.is_vxlan(args.name) else _lab(args).down()
     print(f"lab {args.name}: removed {len(removed)} namespace(s)")
+    return 0
+
+
+# -- overlay --------------------------------------------------------------------
+
+def cmd_overlay_attach(args: argparse.Namespace) -> int:
+    from .overlay.attach import check_attachment, parse_attachment
+
+    cfg = _config(args)
+    att, problems = parse_attachment(cfg, args.interface, args.network, args.mac, args.address or [], args.port)
+    if att is None:
+        raise InputError(f"overlay attach {args.interface}", problems)
+    _store(args).add_attachments([att], lambda a: check_attachment(cfg, a))
+    _kick(args)
+    print(f"{att.interface}: attached to overlay {att.network}")
+    return 0
+
+
+def cmd_overlay_detach(args: argparse.Namespace) -> int:
+    _store(args).delete_attachments(args.interfaces)
+    _kick(args)
+    print(f"{', '.join(args.interfaces)}: detached")
+    return 0
+
+
+def cmd_overlay_list(args: argparse.Namespace) -> int:
+    items = _store(args).list_attachments()
+    if args.json:
+        _print_json(
+            [
+                {"interface": a.interface, "network": a.network, "mac": a.mac, "addresses": list(a.addresses), "port": a.port}
+                for a in items
+            ]
+        )
+    else:
+        for a in items:
+            port = f" (port {a.port})" if a.port else ""
+            print(f"{a.interface:<15} {a.network:<12} {a.mac}  {' '.join(a.addresses)}{port}")
+    return 0
+
+
+def cmd_overlay_status(args: argparse.Namespace) -> int:
+    from .overlay.status import overlay_status, render_status
+
+    st = overlay_status(_config(args), Path(args.state_dir))
+    if args.json:
+        _print_json(st)
+    else:
+        print(render_status(st))
     return 0
 
 
@@ -503,6 +596,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
+    ov = sub.add_parser("overlay", help="VXLAN overlay attachments and state").add_subparsers(dest="sub", required=True)
+    oa = ov.add_parser("attach", help="attach an interface (a VM's second tap) to an overlay network")
+    oa.add_argument("interface")
+    oa.add_argument("--network", required=True)
+    oa.add_argument("--mac", required=True, help="the MAC behind the interface (the VM's)")
+    oa.add_argument("--address", action="append", help="an overlay address of the VM (repeatable)")
+    oa.add_argument("--port", help="the routed port this interface belongs to (detached with it)")
+    oa.set_defaults(func=cmd_overlay_attach)
+    od = ov.add_parser("detach", help="detach interfaces (all or none)")
+    od.add_argument("interfaces", nargs="+")
+    od.set_defaults(func=cmd_overlay_detach)
+    ol = ov.add_parser("list", help="list attachments")
+    ol.add_argument("--json", action="store_true")
+    ol.set_defaults(func=cmd_overlay_list)
+    os_ = ov.add_parser("status", help="registry view, kernel entries and miss counters")
+    os_.add_argument("--json", action="store_true")
+    os_.set_defaults(func=cmd_overlay_status)
+
     lab = sub.add_parser("lab", help="the seed lab in network namespaces").add_subparsers(dest="sub", required=True)
     for name, func, help_text in (
         ("up", cmd_lab_up, "build the lab, start BIRD and hvrouter, wait for a green check"),
@@ -514,7 +625,18 @@ def build_parser() -> argparse.ArgumentParser:
         lp.add_argument("--name", default="hvlab")
         if name != "down":
             lp.add_argument("--json", action="store_true")
+        if name == "up":
+            lp.add_argument("--topology", choices=["seed", "vxlan"], default="seed",
+                            help="seed: the routed lab of seed 001; vxlan: seed 002's H1-H4 / S1-S3")
+            lp.add_argument("--mode", choices=MODES, help="vxlan: the overlay mode")
+            lp.add_argument("--underlay", choices=["ipv6", "ipv4"], help="vxlan: underlay family (default ipv6)")
+            lp.add_argument("--registry", choices=["sqlite", "etcd"], help="vxlan: registry backend (default sqlite)")
         lp.set_defaults(func=func)
+    lme = lab.add_parser("measure", help="VXLAN lab: BUM amplification and FDB sizes")
+    lme.add_argument("--name", default="hvlab")
+    lme.add_argument("--frames", type=int, default=100)
+    lme.add_argument("--json", action="store_true")
+    lme.set_defaults(func=cmd_lab_measure)
     le = lab.add_parser("exec", help="run a command in a node's namespace and environment")
     le.add_argument("--name", default="hvlab")
     le.add_argument("node")
@@ -546,6 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--ports", type=int, default=1000)
     bd.add_argument("--json", action="store_true")
     bd.set_defaults(func=cmd_bench_dhcp)
+    bm = b.add_parser("miss", help="VXLAN miss controller vs the seed's shell loop (10k MACs/IPs)")
+    bm.add_argument("--entries", type=int, default=10000)
+    bm.add_argument("--shell-seconds", type=float, default=30.0, help="cap on the shell loop's burst phase")
+    bm.add_argument("--json", action="store_true")
+    bm.set_defaults(func=cmd_bench_miss)
     bc = b.add_parser("converge", help="port add on hv1 -> first ping answered from hv3 (lab)")
     bc.add_argument("--name", default="hvlab")
     bc.add_argument("--ports", type=int, default=20)

@@ -151,6 +151,75 @@ class FirewallConfig(_Model):
     enabled: bool = Field(True, description="the safety table `inet hvrouter` (forwarding, RPF, BGP/BFD, NAT)")
 
 
+OverlayMode = Literal[
+    "multicast",
+    "unicast-flood",
+    "unicast-static-l2",
+    "unicast-static-nd",
+    "unicast-rsc",
+    "unicast-dynamic-l2",
+    "unicast-dynamic-nd",
+    "evpn",
+]
+MAC_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
+
+
+class OverlayNetworkConfig(_Model):
+    """One VXLAN segment (seed 002): a VNI, a bridge, and how remote entries get in."""
+
+    name: str = Field(pattern=NAME_RE)
+    vni: int = Field(ge=1, le=2**24 - 1)
+    mode: OverlayMode
+    local: IPv4Address | IPv6Address = Field(description="this VTEP's underlay address")
+    group: IPv4Address | IPv6Address | None = Field(None, description="multicast mode: the BUM group")
+    device: str | None = Field(None, pattern=IFNAME_RE, description="underlay interface (multicast mode)")
+    mtu: int = Field(1450, ge=1280, le=9000)
+    bridge: str | None = Field(None, pattern=IFNAME_RE, description="default ovb<vni>")
+    vxlan: str | None = Field(None, pattern=IFNAME_RE, description="default ovx<vni>")
+    port: int = Field(4789, ge=1, le=65535)
+    ttl: int = Field(64, ge=1, le=255)
+    router_mac: str | None = Field(
+        None, pattern=MAC_RE, description="unicast-rsc: the (absent) router's MAC, flagged `router` in the FDB"
+    )
+
+    @property
+    def bridge_name(self) -> str:
+        return self.bridge or f"ovb{self.vni}"
+
+    @property
+    def vxlan_name(self) -> str:
+        return self.vxlan or f"ovx{self.vni}"
+
+
+class RegistryConfig(_Model):
+    backend: Literal["sqlite", "etcd"] = "sqlite"
+    path: Path = Field(Path("/var/lib/hvrouter/registry.sqlite"), description="sqlite: the shared file")
+    endpoints: tuple[str, ...] = Field(("http://127.0.0.1:2379",), description="etcd: client URLs")
+    prefix: str = Field("/hvrouter/overlay/", pattern=r"^/[A-Za-z0-9/_.-]*/$")
+    lease: int = Field(10, ge=2, le=3600, description="seconds an agent's entries outlive it")
+
+
+class MissConfig(_Model):
+    rate: int = Field(20000, ge=10, le=10**7, description="misses handled per second at most; the rest dropped")
+    negative_ttl: float = Field(5.0, ge=0.1, le=3600, description="seconds an unknown address is not looked up again")
+
+
+class EvpnConfig(_Model):
+    asn: int = Field(65000, ge=1, le=2**32 - 1)
+    router_id: IPv4Address
+    peers: tuple[IPv4Address | IPv6Address, ...] = Field((), description="route reflectors")
+    run: bool = Field(True, description="start and supervise FRR (bgpd + zebra) ourselves")
+    directory: Path = Field(Path("/run/hvrouter/frr"), description="FRR config, sockets and pid files")
+
+
+class OverlayConfig(_Model):
+    vtep_id: str | None = Field(None, pattern=NAME_RE, description="owner name in the registry; default hostname")
+    registry: RegistryConfig = RegistryConfig()
+    miss: MissConfig = MissConfig()
+    evpn: EvpnConfig | None = None
+    networks: tuple[OverlayNetworkConfig, ...] = ()
+
+
 class Config(_Model):
     rtproto: int = Field(211, ge=5, le=254)
     tables: dict[str, int] = Field(
@@ -163,6 +232,7 @@ class Config(_Model):
     bgp: BgpConfig | None = None
     bird: BirdConfig = BirdConfig()
     firewall: FirewallConfig = FirewallConfig()
+    overlay: OverlayConfig = OverlayConfig()
 
     @cached_property
     def network_by_name(self) -> dict[str, NetworkConfig]:
@@ -311,6 +381,7 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
             problems.append(Problem("bgp.clients", [], "at least one client range for role route-reflector"))
     elif cfg.bird.run:
         problems.append(Problem("bgp", None, "a bgp section when bird.run is true"))
+    problems += _overlay_problems(cfg.overlay)
     for fam in (4, 6):
         n_uplinks = sum(1 for u in cfg.fabric.uplinks if u.table != cfg.rules.default_table)
         n_prefixes = sum(1 for p in cfg.rules.prefixes if p.prefix.version == fam) + sum(
@@ -326,6 +397,36 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
                     f"at most {RULE_RANGE - 11} rules in the reserved range",
                 )
             )
+    return problems
+
+
+def _overlay_problems(ov: OverlayConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, set[object]] = {"name": set(), "vni": set(), "bridge": set(), "vxlan": set()}
+    for i, net in enumerate(ov.networks):
+        where = f"overlay.networks[{i}]"
+        for key, value in (("name", net.name), ("vni", net.vni), ("bridge", net.bridge_name), ("vxlan", net.vxlan_name)):
+            if value in seen[key]:
+                problems.append(Problem(f"{where}.{key}", value, f"a {key} used by one overlay network only"))
+            seen[key].add(value)
+        if net.mode == "multicast":
+            if net.group is None:
+                problems.append(Problem(f"{where}.group", None, "a multicast group (mode multicast)"))
+            elif not net.group.is_multicast or net.group.version != net.local.version:
+                problems.append(Problem(f"{where}.group", str(net.group), f"an IPv{net.local.version} multicast address"))
+            if net.device is None and net.local.version == 6:
+                problems.append(Problem(f"{where}.device", None, "the underlay interface (an IPv6 group needs one)"))
+        elif net.group is not None:
+            problems.append(Problem(f"{where}.group", str(net.group), "no group outside mode multicast"))
+        if net.mode == "unicast-rsc" and net.router_mac is None:
+            problems.append(Problem(f"{where}.router_mac", None, "the router MAC the hosts send to (mode unicast-rsc)"))
+        if net.mode == "evpn":
+            if ov.evpn is None:
+                problems.append(Problem("overlay.evpn", None, "an evpn section (a network uses mode evpn)"))
+            if net.local.version != 4:
+                problems.append(
+                    Problem(f"{where}.local", str(net.local), "an IPv4 underlay address (FRR 8.4 EVPN has IPv4 VTEPs only)")
+                )
     return problems
 
 

@@ -93,6 +93,15 @@ class Daemon:
         self._announced: dict[str, int] = {}
         self.responder = self._make_responder()
         self._stats_written = 0.0
+        self.overlay = self._make_overlay()
+
+    def _make_overlay(self):  # type: ignore[no-untyped-def]
+        """The VXLAN overlay agent, when the config has overlay networks."""
+        if not self.cfg.overlay.networks:
+            return None
+        from .overlay.agent import OverlayAgent
+
+        return OverlayAgent(self.cfg, self.state_dir)
 
     def _make_responder(self) -> Responder | None:
         """DHCPv4 / RA / DHCPv6 for the ports, when a network asks for it."""
@@ -103,9 +112,13 @@ class Daemon:
     def write_stats(self, force: bool = False) -> None:
         """Responder counters for `hvrouter status` (another process)."""
         now = time.monotonic()
-        if self.responder is None or (not force and now - self._stats_written < 1.0):
+        if not force and now - self._stats_written < 1.0:
             return
         self._stats_written = now
+        if self.overlay is not None:
+            self.overlay.write_status_if_due()
+        if self.responder is None:
+            return
         path = self.state_dir / STATS_NAME
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.responder.stats(), sort_keys=True))
@@ -148,6 +161,8 @@ class Daemon:
             log.warning("firewall: %s", report.firewall_error)
         if self.responder is not None:
             self.responder.update(self.cfg, ports, report.links)
+        if self.overlay is not None:
+            self.overlay.update(self.store.list_attachments())
         self.announce(ports, report.links, report.port_state, {f.op.owner for f in report.failures})
         return not report.failures and not report.firewall_error
 
@@ -184,6 +199,8 @@ class Daemon:
         (self.state_dir / "hvrouter.pid").write_text(f"{os.getpid()}\n")
         if self.responder is not None:
             self.responder.start()
+        if self.overlay is not None:
+            self.overlay.start()
         log.info("hvrouter daemon started (pid %d)", os.getpid())
         version = self.store.data_version()
         dirty = True
@@ -231,5 +248,7 @@ class Daemon:
         if self.responder is not None:
             self.write_stats(force=True)
             self.responder.stop()
+        if self.overlay is not None:
+            self.overlay.stop()
         (self.state_dir / SOCKET_NAME).unlink(missing_ok=True)
         (self.state_dir / "hvrouter.pid").unlink(missing_ok=True)

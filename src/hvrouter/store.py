@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from .config import Config
 from .errors import InputError, NotFound, Problem
 from .model import Port
+from .overlay.types import Attachment
 from .ports import conflicts
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ports (
@@ -30,6 +31,14 @@ CREATE TABLE IF NOT EXISTS ports (
     ipv6 TEXT NOT NULL,
     extra TEXT NOT NULL,
     nat TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    interface TEXT PRIMARY KEY,
+    network TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    port TEXT,
+    UNIQUE (network, mac)
 );
 """
 
@@ -133,4 +142,54 @@ class Store:
             if problems:
                 raise InputError("port del (nothing deleted)", problems)
             db.executemany("DELETE FROM ports WHERE name = ?", [(n,) for n in names])
+            # A port's overlay attachments (its VM's second interface) go with it.
+            db.executemany("DELETE FROM attachments WHERE port = ?", [(n,) for n in names])
         return ports
+
+    # --- overlay attachments ------------------------------------------------
+
+    def list_attachments(self) -> list[Attachment]:
+        rows = self._db.execute(
+            "SELECT interface, network, mac, addresses, port FROM attachments ORDER BY interface"
+        ).fetchall()
+        return [Attachment(i, n, m, _list(a), p) for i, n, m, a, p in rows]
+
+    def add_attachments(self, items: Sequence[Attachment], validate: Callable[[Attachment], list[Problem]]) -> None:
+        """Add attachments in one transaction, or none: `validate` checks each
+        one against the config; names and MACs must be unique (per network)."""
+        with self._write() as db:
+            existing = self.list_attachments()
+            ports = {p.name for p in self.list_ports()}
+            taken_if = {a.interface for a in existing}
+            taken_mac = {(a.network, a.mac): a.interface for a in existing}
+            problems: list[Problem] = []
+            for a in items:
+                problems += validate(a)
+                if a.interface in taken_if:
+                    problems.append(Problem("interface", a.interface, "an interface not attached already"))
+                other = taken_mac.get((a.network, a.mac))
+                if other is not None:
+                    problems.append(Problem("mac", a.mac, f"a MAC not used in {a.network} already (by {other})"))
+                if a.port is not None and a.port not in ports:
+                    problems.append(Problem("port", a.port, "the name of an existing port"))
+                taken_if.add(a.interface)
+                taken_mac[(a.network, a.mac)] = a.interface
+            if problems:
+                raise InputError("overlay attach (nothing attached)", problems)
+            db.executemany(
+                "INSERT INTO attachments(interface, network, mac, addresses, port) VALUES (?,?,?,?,?)",
+                [(a.interface, a.network, a.mac, json.dumps(a.addresses), a.port) for a in items],
+            )
+
+    def delete_attachments(self, interfaces: Sequence[str]) -> list[Attachment]:
+        """Detach all named interfaces in one transaction, or none if one is unknown."""
+        with self._write() as db:
+            have = {a.interface: a for a in self.list_attachments()}
+            missing = [i for i in interfaces if i not in have]
+            if missing:
+                raise InputError(
+                    "overlay detach (nothing detached)",
+                    [Problem("interface", i, "an attached interface") for i in missing],
+                )
+            db.executemany("DELETE FROM attachments WHERE interface = ?", [(i,) for i in interfaces])
+        return [have[i] for i in interfaces]

@@ -99,7 +99,7 @@ def test_rules_do_not_grow_with_ports_only_elements_do() -> None:
     for family in ("inet", "arp"):
         assert chains(one, family) == chains(many, family), family
         assert sum(len(r) for r in chains(many, family).values()) == sum(len(r) for r in chains(one, family).values())
-    assert sum(len(r) for f in ("inet", "arp") for r in chains(many, f).values()) == 40
+    assert sum(len(r) for f in ("inet", "arp") for r in chains(many, f).values()) == 41
     for name in ("taps", "dnat4", "nat4_own", "dnat6", "nat6_own", "port_mac", "port_ipv4", "port_net4", "port_net6",
                  "spoof_counters"):
         assert (len(elements(one, name)), len(elements(many, name))) == (1, 1000), name
@@ -281,9 +281,10 @@ def test_the_policy_the_issue_asks_for(example_cfg: Config) -> None:
     fwd = c["forward"]
     assert fwd[0].startswith("iifname @taps tcp dport 179 counter drop")
     assert fwd[1].startswith("iifname @taps udp dport { 3784, 3785, 4784 } counter drop")
-    assert [r.split(" accept")[0] for r in fwd[2:5]] == [
-        "iifname @taps oifname @uplinks", "iifname @uplinks oifname @taps", "iifname @taps oifname @taps"]
-    assert fwd[5].startswith('counter limit rate 10/second log prefix "hvrouter drop: "')
+    assert [r.split(" accept")[0] for r in fwd[2:6]] == [
+        "iifname @taps oifname @uplinks", "iifname @uplinks oifname @taps", "iifname @taps oifname @taps",
+        "iifname @overlay_bridges oifname @overlay_bridges"]
+    assert fwd[6].startswith('counter limit rate 10/second log prefix "hvrouter drop: "')
     assert "policy drop" in render(example_cfg, []).split("chain forward {")[1].split("\n")[1]
     src = [r.split(" comment")[0] for r in c["vm_source"]]
     assert src == [

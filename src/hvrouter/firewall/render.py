@@ -92,6 +92,7 @@ class _Elements:
 
     taps: list[str] = field(default_factory=list)
     uplinks: list[str] = field(default_factory=list)
+    overlay_bridges: list[str] = field(default_factory=list)
     dnat4: list[str] = field(default_factory=list)
     nat4_own: list[str] = field(default_factory=list)
     dnat6: list[str] = field(default_factory=list)
@@ -264,6 +265,7 @@ def _elements(cfg: Config, ports: Iterable[Port], link_local: LinkLocal) -> _Ele
     out = _Elements()
     uplinks = sorted({u.interface for u in cfg.fabric.uplinks})
     out.uplinks = [_quote(u) for u in uplinks]
+    out.overlay_bridges = [_quote(n.bridge_name) for n in sorted(cfg.overlay.networks, key=lambda n: n.bridge_name)]
     good: list[Port] = []
     for port in sorted(ports, key=lambda p: p.name):
         # Names reach the table as quoted strings: anything outside the
@@ -303,6 +305,7 @@ def render(cfg: Config, ports: Sequence[Port], *, link_local: LinkLocal = "eui64
         fingerprint=_PLACEHOLDER,
         taps=el.taps,
         uplinks=el.uplinks,
+        overlay_bridges=el.overlay_bridges,
         dnat4=el.dnat4,
         nat4_own=el.nat4_own,
         dnat6=el.dnat6,

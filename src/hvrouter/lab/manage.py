@@ -168,12 +168,22 @@ class Lab:
         _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.router_solicitation_delay=0",
               "net.ipv6.conf.default.accept_dad=0"])
         cmds = [f"link add eth0 address {mac} type veth peer name {name} netns {self.ns(hv)}", "link set eth0 up"]
+        vm = next((v for v in T.VMS if v.name == name), None)
+        if vm is not None:  # the second interface, on the VXLAN overlay
+            cmds += [
+                f"link add eth1 address {vm.ov_mac} mtu 1450 type veth peer name {vm.ov_tap} netns {self.ns(hv)}",
+                "link set eth1 up",
+                f"addr add {vm.ov_ipv4}/24 dev eth1",
+                f"addr add {vm.ov_ipv6}/64 dev eth1 nodad",
+            ]
         if ipv4:
             cmds += [f"addr add {ipv4}/24 dev eth0", f"route add default via {T.VM_GATEWAY}"]
         if ipv6:
             cmds += [f"addr add {ipv6}/64 dev eth0 nodad", "route add ::/0 via fe80::1 dev eth0"]
         _batch(ns, cmds)
         _run(["ip", "-n", self.ns(hv), "link", "set", name, "up"])
+        if vm is not None:
+            _run(["ip", "-n", self.ns(hv), "link", "set", vm.ov_tap, "mtu", "1450", "up"])
         return ns
 
     def _write_config(self, node: T.Node) -> T.HostFiles:
@@ -205,6 +215,8 @@ class Lab:
                 extra += ["--nat", addr]
             self.hvrouter(vm.hv, "port", "add", vm.name, "--mac", vm.mac, "--network", "public",
                           "--ipv4", vm.ipv4, "--ipv6", vm.prefix6, *extra)
+            self.hvrouter(vm.hv, "overlay", "attach", vm.ov_tap, "--network", str(T.OVERLAY["name"]),
+                          "--mac", vm.ov_mac, "--address", vm.ov_ipv4, "--address", vm.ov_ipv6, "--port", vm.name)
         for vm in T.VMS:
             self.start_dhcp_clients(vm.name)
 
@@ -338,8 +350,18 @@ class Lab:
                     continue
                 jobs.append((src, kind, dst, "ipv4", dst.ipv4, T.INTERNET4 if kind else None))
                 jobs.append((src, kind, dst, "ipv6", dst.ipv6, T.INTERNET6 if kind else None))
+        overlay_jobs = [
+            (src.name, dst.name, fam, addr)
+            for src in T.VMS for dst in T.VMS if src != dst
+            for fam, addr in (("ipv4", dst.ov_ipv4), ("ipv6", dst.ov_ipv6))
+        ]
         with ThreadPoolExecutor(max_workers=16) as pool:
             results = list(pool.map(lambda j: self._ping(j[0], j[4], j[5]), jobs))
+            ov_results = list(pool.map(lambda j: self._ping(j[0], j[3], None), overlay_jobs))
+        overlay = [
+            {"src": src, "dst": dst, "family": fam, "ok": ok, "rtt_ms": rtt}
+            for (src, dst, fam, _a), (ok, rtt) in zip(overlay_jobs, ov_results, strict=True)
+        ]
         pairs = [
             {"src": "internet" if kind else src, "dst": dst.name, "family": fam, "ok": ok,
              "rtt_ms": rtt}
@@ -349,10 +371,11 @@ class Lab:
         vms = {vm.name: self.vm_config(vm) for vm in T.VMS}
         ok = (
             all(p["ok"] for p in pairs)
+            and all(p["ok"] for p in overlay)
             and all(v["sessions"] > 0 and v["sessions"] == v["sessions_up"] for v in bgp.values())
             and all(all(flags.values()) for flags in vms.values())
         )
-        return {"ok": ok, "pairs": pairs, "bgp": bgp, "vms": vms}
+        return {"ok": ok, "pairs": pairs, "overlay": overlay, "bgp": bgp, "vms": vms}
 
     def wait_converged(self, timeout: float) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -429,5 +452,12 @@ def render_matrix(result: dict[str, object]) -> str:
         bad = [k for k, v in flags.items() if not v]
         state = "ok" if not bad else "MISSING " + ", ".join(bad)
         lines.append(f"{name} self-configuration (DHCPv4, SLAAC, DHCPv6 info): {state}")
+    overlay = result.get("overlay", [])
+    assert isinstance(overlay, list)
+    if overlay:
+        good = sum(1 for p in overlay if p["ok"])
+        bad = [f"{p['src']}->{p['dst']} {p['family']}" for p in overlay if not p["ok"]]
+        lines.append(f"VXLAN overlay (VMs' eth1, VNI {T.OVERLAY['vni']}): {good}/{len(overlay)} pings ok"
+                     + (f"; FAILED {', '.join(bad)}" if bad else ""))
     lines.append("lab check: " + ("OK" if result["ok"] else "FAILED"))
     return "\n".join(lines)

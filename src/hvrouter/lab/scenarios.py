@@ -301,11 +301,16 @@ def migrate(lab: Lab, vm: str, dest: str) -> dict[str, float]:
         raise InputError("lab migrate", [Problem("HV", dest, f"a hypervisor other than {src}, where {vm} runs")])
     src_state, dst_state = Path(lab.files(src).state), Path(lab.files(dest).state)
     port = Store(src_state).get_port(vm)
+    attachments = [a for a in Store(src_state).list_attachments() if a.port == vm]
     t0 = time.monotonic()
     Store(dst_state).add_ports([port])
+    Store(dst_state).add_attachments(attachments, lambda a: [])
     kick(dst_state)
     _run(["ip", "-n", lab.ns(src), "link", "set", vm, "netns", lab.ns(dest)])
     _run(["ip", "-n", lab.ns(dest), "link", "set", vm, "up"])
+    for a in attachments:  # the VM's overlay interface moves with it
+        _run(["ip", "-n", lab.ns(src), "link", "set", a.interface, "netns", lab.ns(dest)])
+        _run(["ip", "-n", lab.ns(dest), "link", "set", a.interface, "up"])
     t1 = time.monotonic()
     Store(src_state).delete_port(vm)
     kick(src_state)

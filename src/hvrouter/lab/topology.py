@@ -75,7 +75,12 @@ class Node:
 ANYCAST4 = "203.0.113.10"
 ANYCAST6_PREFIX = "2001:db8:cb00:710a::/64"
 ANYCAST6 = "2001:db8:cb00:710a::1"
-NAT4 = "203.0.113.11"  # seed 001: 203.0.113.11 is NATed to 203.0.113.4
+NAT4 = "203.0.113.11"
+# Seed 001's "very simple overlay network using VXLAN with unicast" between
+# the VMs' second interfaces; the underlay is fabric A's public segment.
+OVERLAY = {"name": "ov", "vni": 1001, "mode": "unicast-static-l2"}
+OVERLAY_V4 = "198.19.250"  # .N/24 on the VMs' eth1
+OVERLAY_V6 = "2001:db8:ee::"  # ::N/64  # seed 001: 203.0.113.11 is NATed to 203.0.113.4
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,23 @@ class Vm:
     def ipv6(self) -> str:
         # The SLAAC (EUI-64) address the VM would build from its MAC.
         return f"2001:db8:cb00:71{self.n:02x}:5054:ff:fe00:{self.n:x}"
+
+    # The VM's second interface, on the seed-001 VXLAN overlay.
+    @property
+    def ov_tap(self) -> str:
+        return f"{self.name}-ov"
+
+    @property
+    def ov_mac(self) -> str:
+        return f"52:54:00:01:00:{self.n:02x}"
+
+    @property
+    def ov_ipv4(self) -> str:
+        return f"{OVERLAY_V4}.{self.n}"
+
+    @property
+    def ov_ipv6(self) -> str:
+        return f"{OVERLAY_V6}{self.n:x}"
 
 
 ALL_SEGMENTS = tuple(SEGMENTS)
@@ -194,6 +216,11 @@ def hv_config(node: Node, files: HostFiles) -> dict[str, object]:
         "bgp": {"asn": ASN, "router_id": node.router_id, "peers": peers},
         "bird": {"role": "hypervisor", "config_path": files.bird_conf, "socket": files.bird_sock,
                  "run": True, "pidfile": files.bird_pid},
+        "overlay": {
+            "vtep_id": node.name,
+            "registry": {"backend": "sqlite", "path": f"{files.root}/registry.sqlite", "lease": 10},
+            "networks": [{**OVERLAY, "local": node.addr4(("a", "pub")), "mtu": 1450}],
+        },
     }
 
 

@@ -1,0 +1,266 @@
+"""The overlay side of the agent, run by the daemon when the config has
+overlay networks.
+
+Two threads:
+* registry: publishes this VTEP's members/entries, keeps its lease alive,
+  and watches the registry; each new snapshot goes to the worker;
+* worker (asyncio): plans and applies the kernel state for every snapshot,
+  attachment change and periodic resync, and runs the miss controller on
+  the neighbour netlink group.
+
+Stopping the agent does not withdraw anything: a restart re-publishes the
+same content under the same owner before the lease runs out (no churn at
+the peers); a dead agent's entries vanish when its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import HvrouterError
+from ..kernel import NetlinkSocket
+from ..kernel.vxlan import MissListener
+from . import apply as overlay_apply
+from .controller import MissCache
+from .plan import miss_tables, plan, publication
+from .types import Attachment, Miss, Snapshot
+
+log = logging.getLogger("hvrouter.overlay")
+STATUS_NAME = "overlay-status.json"
+DEVICES_NAME = "overlay-devices.json"
+RESYNC_S = 30.0
+
+
+def default_owner() -> str:
+    host = socket.gethostname().split(".")[0].lower()
+    host = re.sub(r"[^a-z0-9-]", "-", host)
+    return host if re.match(r"^[a-z]", host) else f"h-{host}"
+
+
+class OverlayAgent:
+    def __init__(self, cfg: Config, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.ov = cfg.overlay
+        self.state_dir = state_dir
+        self.owner = self.ov.vtep_id or default_owner()
+        self._attachments: tuple[Attachment, ...] = ()
+        self._snapshot = Snapshot(revision=-1)
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self.cache = MissCache(self.ov.miss)
+        self._status: dict[str, Any] = {"owner": self.owner, "registry": self.ov.registry.backend}
+        self._published_at = 0.0
+        self._frr: Any = None
+        self._index: dict[str, int] = {}
+
+    # -- control from the daemon ----------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._registry_thread, "overlay-registry"), (self._worker_thread, "overlay-worker")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def update(self, attachments: list[Attachment]) -> None:
+        """Attachments from the store, or links changed: re-plan (and re-publish)."""
+        self._attachments = tuple(attachments)
+        self.poke()
+
+    def poke(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._replan)
+
+    def stop(self) -> None:
+        self._stop.set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._write_status()
+
+    # -- registry thread -------------------------------------------------------
+
+    def _registry_thread(self) -> None:
+        from .registry import RegistryError, open_registry
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                reg = open_registry(self.ov.registry)
+            except (RegistryError, OSError) as exc:
+                self._status["registry_error"] = str(exc)
+                log.error("overlay registry: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            try:
+                self._registry_loop(reg)
+                return
+            except (RegistryError, OSError) as exc:
+                self._status["registry_error"] = str(exc)
+                log.error("overlay registry: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                reg.close()
+
+    def _registry_loop(self, reg: Any) -> None:
+        published: tuple[Any, ...] | None = None
+        lease = float(self.ov.registry.lease)
+        next_keep = 0.0
+        while not self._stop.is_set():
+            members, entries = publication(self.ov, self.owner, self._attachments)
+            pub = (tuple(sorted(members, key=repr)), tuple(sorted(entries, key=repr)))
+            now = time.monotonic()
+            if pub != published:
+                reg.publish(self.owner, members, entries)
+                published = pub
+                next_keep = now + lease / 3
+                self._published_at = time.time()
+                self._status.update(published_members=len(members), published_entries=len(entries))
+                self._status.pop("registry_error", None)
+                log.info("overlay: published %d member(s), %d entr(ies) as %s", len(members), len(entries), self.owner)
+            elif now >= next_keep:
+                if not reg.keepalive(self.owner):
+                    log.warning("overlay: lease of %s was lost; publishing again", self.owner)
+                    published = None
+                    continue
+                next_keep = now + lease / 3
+            snap = reg.wait(self._snapshot.revision, timeout=0.2)
+            if snap is not None:
+                self._snapshot = snap
+                self.poke()
+
+    # -- worker thread ---------------------------------------------------------
+
+    def _worker_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._nl = NetlinkSocket()
+        self._listener = MissListener(misses_only=True)
+        loop.add_reader(self._listener.fileno(), self._on_miss)
+        self._loop = loop
+        loop.call_soon(self._replan)
+        loop.call_later(RESYNC_S, self._resync)
+        try:
+            loop.run_forever()
+        finally:
+            loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._nl.close()
+            loop.close()
+
+    def _resync(self) -> None:
+        self._replan()
+        if self._loop is not None:
+            self._loop.call_later(RESYNC_S, self._resync)
+
+    def _stale_devices(self, desired_names: set[str]) -> list[str]:
+        path = self.state_dir / DEVICES_NAME
+        try:
+            before = set(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            before = set()
+        if before != desired_names:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(desired_names)))
+            tmp.replace(path)
+        return sorted(before - desired_names)
+
+    def _replan(self) -> None:
+        if self._stop.is_set():
+            return
+        snap = self._snapshot
+        t0 = time.perf_counter()
+        desired = plan(self.ov, self.owner, self._attachments, snap)
+        names = {v.name for v in desired.vxlans} | {b.name for b in desired.bridges}
+        try:
+            res = overlay_apply.apply(self._nl, desired, self._stale_devices(names))
+        except (HvrouterError, OSError) as exc:
+            log.error("overlay apply: %s", exc)
+            self._status["apply_error"] = str(exc)
+            return
+        self._status.pop("apply_error", None)
+        for c in res.changes:
+            log.info("overlay: %s", c)
+        for f in res.failures:
+            log.warning("overlay: failed %s", f)
+        delete, replace = self.cache.update(res.devices, miss_tables(self.ov, self.owner, snap))
+        self._index = {name: idx for idx, name in res.devices.items()}
+        overlay_apply.write(self._nl, delete, delete=True, index=self._index)
+        overlay_apply.write(self._nl, replace, index=self._index)
+        self._evpn()
+        self._status.update(
+            revision=snap.revision,
+            peers=len({m.vtep for m in snap.members if m.owner != self.owner}),
+            remote_entries=sum(1 for e in snap.entries if e.owner != self.owner),
+            static_fdb=res.fdb,
+            static_neigh=res.neigh,
+            pending=res.pending,
+            failures=res.failures,
+            devices=sorted(res.devices.values()),
+            plan_apply_ms=round((time.perf_counter() - t0) * 1000, 1),
+        )
+        self._write_status()
+
+    def _evpn(self) -> None:
+        evpn = self.ov.evpn
+        if evpn is None or not evpn.run or not any(n.mode == "evpn" for n in self.ov.networks):
+            return
+        from .evpn import Frr, render
+
+        local = next(str(n.local) for n in self.ov.networks if n.mode == "evpn")
+        try:
+            text = render("vtep", evpn, self.owner, local=local)
+            if self._frr is None:
+                self._frr = Frr(evpn.directory, self.owner)
+            if not self._frr.alive():
+                self._frr.start(text)
+                log.info("overlay: FRR started for EVPN")
+            elif self._frr.apply(text):
+                log.info("overlay: FRR config applied")
+            self._status.pop("evpn_error", None)
+        except (HvrouterError, OSError) as exc:
+            self._status["evpn_error"] = str(exc)
+            log.error("overlay evpn: %s", exc)
+
+    def _on_miss(self) -> None:
+        misses: list[Miss] = []
+        try:
+            self._listener.read(misses)
+        except OSError as exc:
+            log.debug("miss listener: %s", exc)
+        if not misses:
+            return
+        entries = self.cache.handle(misses)
+        if entries:
+            self.cache.counters.kernel_errors += overlay_apply.write(self._nl, entries, index=self._index)
+        self.cache.counters.overruns = self._listener.overruns
+
+    # -- status ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._status, "controller": self.cache.stats(), "published_at": self._published_at}
+
+    def _write_status(self) -> None:
+        path = self.state_dir / STATUS_NAME
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.stats(), sort_keys=True))
+            tmp.replace(path)
+        except OSError:
+            pass
+
+    def write_status_if_due(self) -> None:
+        self._write_status()

@@ -1,0 +1,134 @@
+"""Make the kernel match an OverlayDesired (devices, bridge ports, static
+FDB and ARP/ND entries). Only permanent entries on managed devices are
+removed: dynamic ones belong to the miss controller, learnt ones to the
+kernel, extern-learnt ones to FRR."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..errors import HvrouterError
+from ..kernel import NetlinkSocket
+from ..kernel import vxlan as kv
+from .types import Fdb, Neigh, OverlayDesired
+
+log = logging.getLogger("hvrouter.overlay")
+
+
+@dataclass
+class ApplyResult:
+    changes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # attachments whose interface does not exist yet
+    devices: dict[int, str] = field(default_factory=dict)  # vxlan ifindex -> name
+    fdb: int = 0  # remote FDB entries on managed devices after the pass
+    neigh: int = 0
+
+
+def _fdb_key(f: Fdb) -> tuple[str, str, bool]:
+    return (f.mac, f.dst, f.router)
+
+
+def apply(nl: NetlinkSocket, desired: OverlayDesired, stale_devices: list[str] = ()) -> ApplyResult:  # type: ignore[assignment]
+    res = ApplyResult()
+    for name in stale_devices:
+        try:
+            if kv.delete_link(nl, name):
+                res.changes.append(f"removed device {name}")
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"device {name}: {exc}")
+    for br in desired.bridges:
+        try:
+            if kv.ensure_bridge(nl, br):
+                res.changes.append(f"bridge {br.name}")
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"bridge {br.name}: {exc}")
+    for vx in desired.vxlans:
+        try:
+            if kv.ensure_vxlan(nl, vx):
+                res.changes.append(f"vxlan {vx.name} (vni {vx.vni}, local {vx.local})")
+            idx = kv.link_index(nl, vx.name)
+            if idx is not None:
+                res.devices[idx] = vx.name
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"vxlan {vx.name}: {exc}")
+    for port in desired.ports:
+        if kv.link_index(nl, port.interface) is None:
+            res.pending.append(port.interface)
+            continue
+        try:
+            if kv.ensure_port(nl, port):
+                res.changes.append(f"port {port.interface} in {port.bridge}")
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"port {port.interface} in {port.bridge}: {exc}")
+    # Detached interfaces leave the bridge (only ours: the overlay bridges).
+    wanted: dict[str, set[str]] = {}
+    for port in desired.ports:
+        wanted.setdefault(port.bridge, set()).add(port.interface)
+    for br in desired.bridges:
+        try:
+            for member in kv.bridge_members(nl, br.name):
+                if member not in wanted.get(br.name, set()) and kv.release_port(nl, member):
+                    res.changes.append(f"port {member} out of {br.name}")
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"bridge {br.name} members: {exc}")
+    present = set(res.devices.values())
+    for dev in sorted(desired.managed & present):
+        _entries(nl, dev, desired, res)
+    return res
+
+
+def _entries(nl: NetlinkSocket, dev: str, desired: OverlayDesired, res: ApplyResult) -> None:
+    want_fdb = {_fdb_key(f): f for f in desired.fdb if f.device == dev}
+    have_fdb = {
+        _fdb_key(f): f for f, flags in kv.read_fdb_flags(nl, dev) if f.permanent and not flags & kv.NTF_EXT_LEARNED
+    }
+    want_neigh = {(n.ip, n.mac): n for n in desired.neigh if n.device == dev}
+    have_neigh = (
+        {(n.ip, n.mac): n for n in kv.read_neigh(nl, dev) if n.permanent} if dev in desired.neigh_managed else {}
+    )
+    requests = []
+    labels = []
+    for key in have_fdb.keys() - want_fdb.keys():
+        requests.append(kv.fdb_request(have_fdb[key], delete=True))
+        labels.append(f"del fdb {key[0]} dst {key[1]} dev {dev}")
+    for key in have_neigh.keys() - want_neigh.keys():
+        requests.append(kv.neigh_request(have_neigh[key], delete=True))
+        labels.append(f"del neigh {key[0]} lladdr {key[1]} dev {dev}")
+    for key in want_fdb.keys() - have_fdb.keys():
+        requests.append(kv.fdb_request(want_fdb[key]))
+        labels.append(f"fdb {key[0]} dst {key[1]}{' router' if key[2] else ''} dev {dev}")
+    for key in want_neigh.keys() - have_neigh.keys():
+        requests.append(kv.neigh_request(want_neigh[key]))
+        labels.append(f"neigh {key[0]} lladdr {key[1]} dev {dev}")
+    if requests:
+        failures = nl.batch(requests)
+        bad = {f.index for f in failures}
+        for f in failures:
+            res.failures.append(f"{labels[f.index]}: {f.describe()}")
+        ok = [label for i, label in enumerate(labels) if i not in bad]
+        if len(ok) <= 20:
+            res.changes.extend(ok)
+        else:
+            res.changes.append(f"{len(ok)} entries on {dev}")
+    res.fdb += len(want_fdb)
+    res.neigh += len(want_neigh)
+
+
+def write(nl: NetlinkSocket, entries: list[Fdb | Neigh], delete: bool = False, index: dict[str, int] | None = None) -> int:
+    """Controller writes: returns the number of failures (logged at debug).
+    `index` (device name -> ifindex) saves a lookup per entry."""
+    if not entries:
+        return 0
+    index = index or {}
+    reqs = [
+        kv.fdb_request(e, delete, ifindex=index.get(e.device))
+        if isinstance(e, Fdb)
+        else kv.neigh_request(e, delete, ifindex=index.get(e.device))
+        for e in entries
+    ]
+    failures = nl.batch(reqs)
+    for f in failures[:5]:
+        log.debug("overlay %s %s: %s", "delete" if delete else "write", entries[f.index], f.describe())
+    return len(failures)
