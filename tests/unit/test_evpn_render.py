@@ -46,6 +46,7 @@ hostname vt1
 router bgp 65000
  bgp router-id 198.19.0.1
  no bgp default ipv4-unicast
+ coalesce-time 100
  neighbor RR peer-group
  neighbor RR remote-as internal
  neighbor RR update-source 198.19.0.1

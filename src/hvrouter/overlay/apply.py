@@ -6,6 +6,7 @@ kernel, extern-learnt ones to FRR."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import HvrouterError
@@ -30,7 +31,7 @@ def _fdb_key(f: Fdb) -> tuple[str, str, bool]:
     return (f.mac, f.dst, f.router)
 
 
-def apply(nl: NetlinkSocket, desired: OverlayDesired, stale_devices: list[str] = ()) -> ApplyResult:  # type: ignore[assignment]
+def apply(nl: NetlinkSocket, desired: OverlayDesired, stale_devices: Sequence[str] = ()) -> ApplyResult:
     res = ApplyResult()
     for name in stale_devices:
         try:
@@ -93,15 +94,15 @@ def _entries(nl: NetlinkSocket, dev: str, desired: OverlayDesired, res: ApplyRes
     for key in have_fdb.keys() - want_fdb.keys():
         requests.append(kv.fdb_request(have_fdb[key], delete=True))
         labels.append(f"del fdb {key[0]} dst {key[1]} dev {dev}")
-    for key in have_neigh.keys() - want_neigh.keys():
-        requests.append(kv.neigh_request(have_neigh[key], delete=True))
-        labels.append(f"del neigh {key[0]} lladdr {key[1]} dev {dev}")
+    for nkey in have_neigh.keys() - want_neigh.keys():
+        requests.append(kv.neigh_request(have_neigh[nkey], delete=True))
+        labels.append(f"del neigh {nkey[0]} lladdr {nkey[1]} dev {dev}")
     for key in want_fdb.keys() - have_fdb.keys():
         requests.append(kv.fdb_request(want_fdb[key]))
         labels.append(f"fdb {key[0]} dst {key[1]}{' router' if key[2] else ''} dev {dev}")
-    for key in want_neigh.keys() - have_neigh.keys():
-        requests.append(kv.neigh_request(want_neigh[key]))
-        labels.append(f"neigh {key[0]} lladdr {key[1]} dev {dev}")
+    for nkey in want_neigh.keys() - have_neigh.keys():
+        requests.append(kv.neigh_request(want_neigh[nkey]))
+        labels.append(f"neigh {nkey[0]} lladdr {nkey[1]} dev {dev}")
     if requests:
         failures = nl.batch(requests)
         bad = {f.index for f in failures}
