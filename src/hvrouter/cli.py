@@ -510,6 +510,36 @@ def cmd_overlay_attach(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_overlay_import(args: argparse.Namespace) -> int:
+    """The JSON array `overlay list --json` prints; all or nothing."""
+    from .overlay.attach import check_attachment, parse_attachment
+
+    cfg = _config(args)
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InputError("overlay import", [Problem("file", args.file, f"a readable JSON array ({exc})")]) from None
+    if not isinstance(data, list):
+        raise InputError("overlay import", [Problem("file", type(data).__name__, "a JSON array of attachments")])
+    items, problems = [], []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("interface"), str):
+            problems.append(Problem(f"[{i}]", item, "an object with interface, network, mac, addresses, port"))
+            continue
+        att, probs = parse_attachment(cfg, item["interface"], str(item.get("network")), str(item.get("mac")),
+                                      [str(a) for a in item.get("addresses") or []], item.get("port"))
+        problems += [Problem(f"[{i}].{p.where}", p.value, p.expected) for p in probs]
+        if att is not None:
+            items.append(att)
+    if problems:
+        raise InputError("overlay import (nothing attached)", problems)
+    _store(args).add_attachments(items, lambda a: check_attachment(cfg, a))
+    _kick(args)
+    print(f"{len(items)} attachment(s) imported")
+    return 0
+
+
 def cmd_overlay_detach(args: argparse.Namespace) -> int:
     _store(args).delete_attachments(args.interfaces)
     _kick(args)
@@ -604,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     oa.add_argument("--address", action="append", help="an overlay address of the VM (repeatable)")
     oa.add_argument("--port", help="the routed port this interface belongs to (detached with it)")
     oa.set_defaults(func=cmd_overlay_attach)
+    oi = ov.add_parser("import", help="attach from `overlay list --json` output (all or nothing)")
+    oi.add_argument("file", help="path, or - for stdin")
+    oi.set_defaults(func=cmd_overlay_import)
     od = ov.add_parser("detach", help="detach interfaces (all or none)")
     od.add_argument("interfaces", nargs="+")
     od.set_defaults(func=cmd_overlay_detach)

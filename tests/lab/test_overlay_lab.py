@@ -72,3 +72,20 @@ def test_killed_agent_is_withdrawn_after_its_lease(lab: Lab) -> None:
         lab.start_daemon("hv3")
     assert _wait(lambda: (vm4.ov_mac, _addr("hv3")) in _fdb(lab, "hv1"), 15)
     assert _wait(lambda: _ping(lab, "vm1", vm4.ov_ipv4), 10)
+
+
+def test_agent_restart_flushes_nothing(lab: Lab) -> None:
+    monitor = subprocess.Popen(["bridge", "-n", lab.ns("hv1"), "monitor", "fdb"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        before = _fdb(lab, "hv1")
+        pid = int((Path(lab.files("hv1").state) / "hvrouter.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        lab.start_daemon("hv1")
+        assert _wait(lambda: (Path(lab.files("hv1").state) / "hvrouter.pid").read_text().strip() != str(pid), 10)
+        time.sleep(2.0)  # the new agent has read the registry and applied
+        assert _fdb(lab, "hv1") == before
+    finally:
+        monitor.terminate()
+        out, _ = monitor.communicate(timeout=5)
+    assert not [line for line in out.splitlines() if line.startswith("Deleted") and "dst" in line], out

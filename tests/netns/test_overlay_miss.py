@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hvrouter.bench.miss import DEV, HvrouterSide, _del_ns, _ns, _work, dataset
+from hvrouter.bench.miss import DEV, HvrouterSide, _del_ns, _ns, _work, dataset, publish_peer
 from hvrouter.config import RegistryConfig
 from hvrouter.overlay.registry import open_registry
 from hvrouter.overlay.types import Entry, Member
@@ -79,3 +79,32 @@ def test_withdrawal_removes_controller_entries(side) -> None:  # type: ignore[no
         time.sleep(0.05)
     fdb = _fdb(ns)
     assert rows[0][0] not in fdb and rows[1][0] in fdb
+
+
+def test_restart_keeps_entries_and_sweeps_what_the_registry_dropped(side) -> None:  # type: ignore[no-untyped-def]
+    ns, tmp, rows, hv = side
+    data = tmp / "data.txt"
+    data.write_text("".join(f"{m} {i} {v}\n" for m, i, v in rows[:5]))
+    assert _work(ns, data, 5, 5.0)["latency_lost"] == 0
+    hv.proc.kill()  # SIGKILL: no clean shutdown
+    hv.proc.wait()
+    monitor = subprocess.Popen(["bridge", "-n", ns, "monitor", "fdb"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        publish_peer(tmp, rows[1:])  # while no agent runs, the registry drops the first MAC
+        hv2 = HvrouterSide(ns, tmp, rows[1:], publish=False)
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and rows[0][0] in _fdb(ns):
+                time.sleep(0.05)
+            fdb = _fdb(ns)
+            assert rows[0][0] not in fdb  # swept by the new agent
+            assert all(fdb.get(m) == v for m, _i, v in rows[1:5])
+        finally:
+            hv2.stop()
+    finally:
+        monitor.terminate()
+        out, _ = monitor.communicate(timeout=5)
+    deleted = [line for line in out.splitlines() if line.startswith("Deleted")]
+    assert all(rows[0][0] in line for line in deleted), deleted  # nothing else was flushed on restart
+    assert deleted

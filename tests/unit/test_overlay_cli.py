@@ -67,3 +67,20 @@ def test_port_delete_takes_its_attachments(run, capsys) -> None:  # type: ignore
     assert run("overlay", "attach", "other", "--network", "ov", "--mac", "52:54:00:01:00:02") == 0
     assert run("port", "del", "vm1") == 0
     assert [a["interface"] for a in _list(run, capsys)] == ["other"]
+
+
+def test_list_json_reimports_identically_and_bad_import_changes_nothing(run, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("overlay", "attach", "a", "--network", "ov", "--mac", "52:54:00:01:00:01", "--address", "198.19.250.1") == 0
+    assert run("overlay", "attach", "b", "--network", "ov", "--mac", "52:54:00:01:00:02") == 0
+    saved = _list(run, capsys)
+    dump = tmp_path / "att.json"
+    dump.write_text(json.dumps(saved))
+    assert run("overlay", "detach", "a", "b") == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(saved + [{"interface": "c", "network": "ov", "mac": "zz", "addresses": []}]))
+    capsys.readouterr()
+    assert run("overlay", "import", str(bad)) == 2
+    assert "[2].mac" in capsys.readouterr().err
+    assert _list(run, capsys) == []
+    assert run("overlay", "import", str(dump)) == 0
+    assert _list(run, capsys) == saved

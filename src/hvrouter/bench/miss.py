@@ -103,20 +103,25 @@ def _work(ns: str, data: Path, samples: int, cap: float, unknown: int = 0) -> di
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def publish_peer(tmp: Path, rows: list[tuple[str, str, str]]) -> None:
+    """The fake peer VTEP's entries, in the SQLite registry under `tmp`."""
+    reg = open_registry(RegistryConfig(backend="sqlite", path=tmp / "registry.sqlite", lease=3600))
+    try:
+        reg.publish("peer", [Member(100, PEER, "peer")], [Entry(100, mac, (ip,), vtep, "peer") for mac, ip, vtep in rows])
+    finally:
+        reg.close()
+
+
 class HvrouterSide:
     """The real agent in a namespace, answering from an SQLite registry."""
 
-    def __init__(self, ns: str, tmp: Path, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, ns: str, tmp: Path, rows: list[tuple[str, str, str]], publish: bool = True) -> None:
         self.ns, self.tmp = ns, tmp
         self.state = tmp / "state"
-        reg = open_registry(RegistryConfig(backend="sqlite", path=tmp / "registry.sqlite", lease=3600))
-        try:
-            reg.publish("peer", [Member(100, PEER, "peer")],
-                        [Entry(100, mac, (ip,), vtep, "peer") for mac, ip, vtep in rows])
-        finally:
-            reg.close()
+        if publish:
+            publish_peer(tmp, rows)
         exe = shutil.which("hvrouter") or str(Path(sys.executable).with_name("hvrouter"))
-        self.log = open(tmp / "daemon.log", "w")
+        self.log = open(tmp / "daemon.log", "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, exe, "--config", str(_config(tmp)), "--state-dir", str(self.state), "daemon"],
             stdout=self.log, stderr=subprocess.STDOUT,

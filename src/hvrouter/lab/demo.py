@@ -42,6 +42,9 @@ Look around (every command runs inside the node's namespace, with its config):
   {HV} lab exec hv1 -- hvrouter status               # ports and BGP/BFD sessions
   {HV} lab exec hv1 -- ip route show table 90        # the public table: host routes, ECMP via 2 fabrics
   {HV} lab exec vm1 -- ping -c3 192.0.2.53           # a VM reaching the internet host
+  {HV} lab exec hv1 -- hvrouter overlay status       # the VXLAN overlay: registry, FDB, misses
+  {HV} lab exec vm1 -- ping -c3 198.19.250.4         # vm1 to vm4 over the overlay (VMs' eth1)
+  {HV} lab up --topology vxlan --mode unicast-dynamic-nd --name vx   # seed 002's lab, any mode
   {HV} lab check                                     # the matrix again ({HV} lab check --json)
 Tear it down:
   {HV} lab down""")

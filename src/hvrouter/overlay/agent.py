@@ -30,9 +30,9 @@ from ..errors import HvrouterError
 from ..kernel import NetlinkSocket
 from ..kernel.vxlan import MissListener
 from . import apply as overlay_apply
-from .controller import MissCache
-from .plan import miss_tables, plan, publication
-from .types import Attachment, Miss, Snapshot
+from .controller import MissCache, fdb_entry, neigh_entry
+from .plan import MissTables, miss_tables, plan, publication
+from .types import Attachment, Fdb, Miss, Neigh, Snapshot
 
 log = logging.getLogger("hvrouter.overlay")
 STATUS_NAME = "overlay-status.json"
@@ -186,7 +186,9 @@ class OverlayAgent:
         desired = plan(self.ov, self.owner, self._attachments, snap)
         names = {v.name for v in desired.vxlans} | {b.name for b in desired.bridges}
         try:
-            res = overlay_apply.apply(self._nl, desired, self._stale_devices(names))
+            # Until the first registry snapshot, an empty view would flush
+            # every remote entry the previous agent programmed: devices only.
+            res = overlay_apply.apply(self._nl, desired, self._stale_devices(names), entries=snap.revision >= 0)
         except (HvrouterError, OSError) as exc:
             log.error("overlay apply: %s", exc)
             self._status["apply_error"] = str(exc)
@@ -196,8 +198,13 @@ class OverlayAgent:
             log.info("overlay: %s", c)
         for f in res.failures:
             log.warning("overlay: failed %s", f)
-        delete, replace = self.cache.update(res.devices, miss_tables(self.ov, self.owner, snap))
+        if snap.revision < 0:
+            self._status.update(pending=res.pending, failures=res.failures, devices=sorted(res.devices.values()))
+            return
+        tables = miss_tables(self.ov, self.owner, snap)
+        delete, replace = self.cache.update(res.devices, tables)
         self._index = {name: idx for idx, name in res.devices.items()}
+        delete += self._sweep(tables)
         overlay_apply.write(self._nl, delete, delete=True, index=self._index)
         overlay_apply.write(self._nl, replace, index=self._index)
         self._evpn()
@@ -213,6 +220,39 @@ class OverlayAgent:
             plan_apply_ms=round((time.perf_counter() - t0) * 1000, 1),
         )
         self._write_status()
+
+    def _sweep(self, tables: MissTables) -> list[Fdb | Neigh]:
+        """Controller entries in the kernel the registry no longer backs (a
+        previous agent's, or missed updates); the others are adopted."""
+        from ..kernel import vxlan as kv
+
+        stale: list[Fdb | Neigh] = []
+        nd = {n.vxlan_name for n in self.ov.networks if n.mode == "unicast-dynamic-nd"}
+        for dev, macs in tables.l2.items():
+            if dev not in self._index:
+                continue
+            try:
+                fdb = kv.read_fdb_flags(self._nl, dev)
+                neigh = kv.read_neigh(self._nl, dev) if dev in nd else []
+            except (HvrouterError, OSError) as exc:
+                log.warning("overlay: reading %s: %s", dev, exc)
+                continue
+            for f, flags in fdb:
+                if flags & kv.NTF_EXT_LEARNED:
+                    entry = fdb_entry(dev, f.mac, f.dst)
+                    if macs.get(f.mac) == f.dst:
+                        self.cache.adopt(entry)
+                    else:
+                        stale.append(entry)
+            ips = tables.l3.get(dev, {})
+            for n in neigh:
+                if n.permanent:
+                    nentry = neigh_entry(dev, n.ip, n.mac)
+                    if ips.get(n.ip) == n.mac:
+                        self.cache.adopt(nentry)
+                    else:
+                        stale.append(nentry)
+        return stale
 
     def _evpn(self) -> None:
         evpn = self.ov.evpn

@@ -31,7 +31,12 @@ def _fdb_key(f: Fdb) -> tuple[str, str, bool]:
     return (f.mac, f.dst, f.router)
 
 
-def apply(nl: NetlinkSocket, desired: OverlayDesired, stale_devices: Sequence[str] = ()) -> ApplyResult:
+def apply(
+    nl: NetlinkSocket, desired: OverlayDesired, stale_devices: Sequence[str] = (), entries: bool = True
+) -> ApplyResult:
+    """`entries=False`: devices and ports only, FDB/ARP/ND left as they are
+    (an agent that has not read the registry yet must not flush what its
+    predecessor programmed)."""
     res = ApplyResult()
     for name in stale_devices:
         try:
@@ -75,7 +80,7 @@ def apply(nl: NetlinkSocket, desired: OverlayDesired, stale_devices: Sequence[st
         except (HvrouterError, OSError) as exc:
             res.failures.append(f"bridge {br.name} members: {exc}")
     present = set(res.devices.values())
-    for dev in sorted(desired.managed & present):
+    for dev in sorted(desired.managed & present) if entries else ():
         _entries(nl, dev, desired, res)
     return res
 

@@ -103,6 +103,14 @@ class MissCache:
     def _entry(kind: str, dev: str, key: str, value: str) -> Fdb | Neigh:
         return fdb_entry(dev, key, value) if kind == "l2" else neigh_entry(dev, key, value)
 
+    def adopt(self, entry: Fdb | Neigh) -> None:
+        """An entry a previous agent wrote and the registry still has: ours
+        now (so its withdrawal removes it)."""
+        if isinstance(entry, Fdb):
+            self._installed[("l2", entry.device, entry.mac)] = (entry.dst, self.clock())
+        else:
+            self._installed[("l3", entry.device, entry.ip)] = (entry.mac, self.clock())
+
     # -- misses ---------------------------------------------------------------
 
     def _take(self, now: float) -> bool:
