@@ -234,6 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts[str(s["state"])] = counts.get(str(s["state"]), 0) + 1
     routing = _bird_status(cfg)
     services = _services_status(cfg, Path(args.state_dir))
+    overlay = _overlay_agent_status(cfg, Path(args.state_dir))
     for name, entry in status.items():
         per_port = services.get("ports", {}).get(name)
         if per_port is not None:
@@ -250,6 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "host_drift": [describe_op(op, names) for op in host_drift],
                 "firewall": "differs" if report.firewall_changed else (report.firewall_error or "in sync"),
                 "responder": {k: v for k, v in services.items() if k not in ("ports", "spoof_drops")},
+                **({"overlay": overlay} if cfg.overlay.networks else {}),
                 **routing,
             }
         )
@@ -270,6 +272,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         for b in routing.get("bfd", []):
             print(f"bfd {b['address']:<16} {b['interface']:<10} {b['state']}")
         print(f"ports: {len(status)} " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if cfg.overlay.networks:
+            if overlay is None:
+                print(f"overlay: {len(cfg.overlay.networks)} network(s), agent status not available")
+            else:
+                miss = overlay.get("controller", {})
+                problems = len(overlay.get("failures") or []) + len(overlay.get("pending") or [])
+                print(f"overlay: {len(cfg.overlay.networks)} network(s), {overlay.get('peers', 0)} peer VTEP(s), "
+                      f"{overlay.get('remote_entries', 0)} remote entr(ies), misses resolved {miss.get('resolved', 0)}"
+                      f"{f', {problems} pending/failed' if problems else ''} (`hvrouter overlay status`)")
         if services.get("received") is not None:
             print(f"responder: {services.get('answered', 0)} answered, {services.get('ignored_foreign_mac', 0)} foreign MAC, "
                   f"{services.get('ignored_unknown_interface', 0)} not a port, {services.get('malformed', 0)} malformed")
@@ -302,6 +313,18 @@ def _services_status(cfg: Config, state_dir: Path) -> dict[str, Any]:
         except (ImportError, HvrouterError, OSError):
             pass
     return out
+
+
+def _overlay_agent_status(cfg: Config, state_dir: Path) -> dict[str, Any] | None:
+    """What the running agent's overlay side wrote last (every second)."""
+    if not cfg.overlay.networks:
+        return None
+    from .overlay.agent import STATUS_NAME
+
+    try:
+        return json.loads((state_dir / STATUS_NAME).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
 
 
 def _bird_status(cfg: Config) -> dict[str, Any]:

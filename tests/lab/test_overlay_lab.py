@@ -50,6 +50,8 @@ def test_overlay_pairs_and_static_entries(lab: Lab) -> None:
     assert {("00:00:00:00:00:00", _addr("hv2")), ("00:00:00:00:00:00", _addr("hv3"))} <= fdb
     assert {(vm3.ov_mac, _addr("hv2")), (vm4.ov_mac, _addr("hv3"))} <= fdb
     assert not any(dst == _addr("hv1") for _m, dst in fdb)
+    st = json.loads(lab.hvrouter("hv1", "status", "--json").stdout)
+    assert st["overlay"]["peers"] == 2 and st["overlay"]["remote_entries"] == 2 and not st["overlay"]["failures"]
 
 
 def test_killed_agent_is_withdrawn_after_its_lease(lab: Lab) -> None:
