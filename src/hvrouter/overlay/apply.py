@@ -80,12 +80,13 @@ def apply(
         except (HvrouterError, OSError) as exc:
             res.failures.append(f"bridge {br.name} members: {exc}")
     present = set(res.devices.values())
+    index = {name: idx for idx, name in res.devices.items()}
     for dev in sorted(desired.managed & present) if entries else ():
-        _entries(nl, dev, desired, res)
+        _entries(nl, dev, index[dev], desired, res)
     return res
 
 
-def _entries(nl: NetlinkSocket, dev: str, desired: OverlayDesired, res: ApplyResult) -> None:
+def _entries(nl: NetlinkSocket, dev: str, ifindex: int, desired: OverlayDesired, res: ApplyResult) -> None:
     want_fdb = {_fdb_key(f): f for f in desired.fdb if f.device == dev}
     have_fdb = {
         _fdb_key(f): f for f, flags in kv.read_fdb_flags(nl, dev) if f.permanent and not flags & kv.NTF_EXT_LEARNED
@@ -97,16 +98,16 @@ def _entries(nl: NetlinkSocket, dev: str, desired: OverlayDesired, res: ApplyRes
     requests = []
     labels = []
     for key in have_fdb.keys() - want_fdb.keys():
-        requests.append(kv.fdb_request(have_fdb[key], delete=True))
+        requests.append(kv.fdb_request(have_fdb[key], delete=True, ifindex=ifindex))
         labels.append(f"del fdb {key[0]} dst {key[1]} dev {dev}")
     for nkey in have_neigh.keys() - want_neigh.keys():
-        requests.append(kv.neigh_request(have_neigh[nkey], delete=True))
+        requests.append(kv.neigh_request(have_neigh[nkey], delete=True, ifindex=ifindex))
         labels.append(f"del neigh {nkey[0]} lladdr {nkey[1]} dev {dev}")
     for key in want_fdb.keys() - have_fdb.keys():
-        requests.append(kv.fdb_request(want_fdb[key]))
+        requests.append(kv.fdb_request(want_fdb[key], ifindex=ifindex))
         labels.append(f"fdb {key[0]} dst {key[1]}{' router' if key[2] else ''} dev {dev}")
     for nkey in want_neigh.keys() - have_neigh.keys():
-        requests.append(kv.neigh_request(want_neigh[nkey]))
+        requests.append(kv.neigh_request(want_neigh[nkey], ifindex=ifindex))
         labels.append(f"neigh {nkey[0]} lladdr {nkey[1]} dev {dev}")
     if requests:
         failures = nl.batch(requests)
