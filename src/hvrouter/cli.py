@@ -390,6 +390,18 @@ def cmd_bench_miss(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_overlay(args: argparse.Namespace) -> int:
+    from .bench.overlayconv import run_overlay_bench
+
+    result = run_overlay_bench(args.attachments)
+    if args.json:
+        _print_json(result)
+    else:
+        for k, v in result.items():
+            print(f"{k:<8} {v}")
+    return 0
+
+
 def cmd_bench_converge(args: argparse.Namespace) -> int:
     from .bench.converge import run_converge_bench
 
@@ -729,6 +741,10 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--shell-seconds", type=float, default=30.0, help="cap on the shell loop's burst phase")
     bm.add_argument("--json", action="store_true")
     bm.set_defaults(func=cmd_bench_miss)
+    bo = b.add_parser("overlay", help="overlay attach on S3 -> FDB entry on S1 and S2 (VXLAN lab, SQLite and etcd)")
+    bo.add_argument("--attachments", type=int, default=20)
+    bo.add_argument("--json", action="store_true")
+    bo.set_defaults(func=cmd_bench_overlay)
     bc = b.add_parser("converge", help="port add on hv1 -> first ping answered from hv3 (lab)")
     bc.add_argument("--name", default="hvlab")
     bc.add_argument("--ports", type=int, default=20)

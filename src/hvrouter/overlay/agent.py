@@ -22,6 +22,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class OverlayAgent:
         self._attachments: tuple[Attachment, ...] = ()
         self._snapshot = Snapshot(revision=-1)
         self._stop = threading.Event()
+        self._dirty = threading.Event()  # attachments changed: publish now
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self.cache = MissCache(self.ov.miss)
@@ -66,7 +68,11 @@ class OverlayAgent:
     # -- control from the daemon ----------------------------------------------
 
     def start(self) -> None:
-        for target, name in ((self._registry_thread, "overlay-registry"), (self._worker_thread, "overlay-worker")):
+        for target, name in (
+            (self._publisher_thread, "overlay-publish"),
+            (self._watcher_thread, "overlay-watch"),
+            (self._worker_thread, "overlay-worker"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -74,6 +80,7 @@ class OverlayAgent:
     def update(self, attachments: list[Attachment]) -> None:
         """Attachments from the store, or links changed: re-plan (and re-publish)."""
         self._attachments = tuple(attachments)
+        self._dirty.set()
         self.poke()
 
     def poke(self) -> None:
@@ -83,6 +90,7 @@ class OverlayAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._dirty.set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
@@ -90,9 +98,13 @@ class OverlayAgent:
             t.join(timeout=5)
         self._write_status()
 
-    # -- registry thread -------------------------------------------------------
+    # -- registry threads --------------------------------------------------------
+    # Two connections: publishing must not wait for a watch to time out, and
+    # a watch must not wait for a publish (the SQLite backend's connections
+    # are per thread anyway).
 
-    def _registry_thread(self) -> None:
+    def _with_registry(self, body: Callable[[Any], None]) -> None:
+        """Run `body(registry)`, reconnecting with backoff on registry errors."""
         from .registry import RegistryError, open_registry
 
         backoff = 0.5
@@ -106,7 +118,7 @@ class OverlayAgent:
                 backoff = min(backoff * 2, 10.0)
                 continue
             try:
-                self._registry_loop(reg)
+                body(reg)
                 return
             except (RegistryError, OSError) as exc:
                 self._status["registry_error"] = str(exc)
@@ -116,11 +128,19 @@ class OverlayAgent:
             finally:
                 reg.close()
 
-    def _registry_loop(self, reg: Any) -> None:
+    def _publisher_thread(self) -> None:
+        self._with_registry(self._publish_loop)
+
+    def _watcher_thread(self) -> None:
+        self._with_registry(self._watch_loop)
+
+    def _publish_loop(self, reg: Any) -> None:
+        """Publish on every change of what we have, keep the lease alive between."""
         published: tuple[Any, ...] | None = None
         lease = float(self.ov.registry.lease)
         next_keep = 0.0
         while not self._stop.is_set():
+            self._dirty.clear()
             members, entries = publication(self.ov, self.owner, self._attachments)
             pub = (tuple(sorted(members, key=repr)), tuple(sorted(entries, key=repr)))
             now = time.monotonic()
@@ -138,9 +158,14 @@ class OverlayAgent:
                     published = None
                     continue
                 next_keep = now + lease / 3
-            snap = reg.wait(self._snapshot.revision, timeout=0.2)
+            self._dirty.wait(max(0.0, next_keep - time.monotonic()))
+
+    def _watch_loop(self, reg: Any) -> None:
+        while not self._stop.is_set():
+            snap = reg.wait(self._snapshot.revision, timeout=1.0)
             if snap is not None:
                 self._snapshot = snap
+                self._status.pop("registry_error", None)
                 self.poke()
 
     # -- worker thread ---------------------------------------------------------
