@@ -91,3 +91,19 @@ def test_agent_restart_flushes_nothing(lab: Lab) -> None:
         monitor.terminate()
         out, _ = monitor.communicate(timeout=5)
     assert not [line for line in out.splitlines() if line.startswith("Deleted") and "dst" in line], out
+
+
+def test_migration_moves_the_overlay_interface_and_its_entries(lab: Lab) -> None:
+    from hvrouter.lab.scenarios import migrate
+
+    vm2 = next(v for v in T.VMS if v.name == "vm2")
+    migrate(lab, "vm2", "hv2")
+    try:
+        assert _wait(lambda: (vm2.ov_mac, _addr("hv2")) in _fdb(lab, "hv3")
+                     and (vm2.ov_mac, _addr("hv1")) not in _fdb(lab, "hv3"), 10), _fdb(lab, "hv3")
+        assert _wait(lambda: _ping(lab, "vm4", vm2.ov_ipv4), 10)
+        assert _wait(lambda: _ping(lab, "vm1", vm2.ov_ipv6), 10)  # vm1 stayed on hv1: now remote
+    finally:
+        migrate(lab, "vm2", "hv1")
+    assert _wait(lambda: (vm2.ov_mac, _addr("hv1")) in _fdb(lab, "hv3"), 10)
+    assert _wait(lambda: _ping(lab, "vm4", vm2.ov_ipv4), 10)

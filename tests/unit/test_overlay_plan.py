@@ -124,3 +124,20 @@ def test_duplicate_vni_and_bad_group_rejected() -> None:
             {"name": "b", "vni": 5, "mode": "unicast-flood", "local": "198.19.0.1"}]}})
     text = str(exc.value)
     assert "overlay.networks[1].vni" in text and "multicast address" in text
+
+
+def test_a_mac_published_twice_gets_one_answer_everywhere() -> None:
+    # a VM in the middle of a migration: s2 and s3 both publish it
+    snap = Snapshot(3, frozenset({Member(100, PEERS[0], "s2"), Member(100, PEERS[1], "s3")}), frozenset({
+        Entry(100, "52:54:00:00:07:01", ("198.19.100.70",), PEERS[1], "s3"),
+        Entry(100, "52:54:00:00:07:01", ("198.19.100.70",), PEERS[0], "s2"),
+        Entry(100, "52:54:00:00:08:01", ("198.19.100.70",), PEERS[1], "s3"),  # same IP, other MAC
+    }))
+    d = plan(cfg("unicast-static-nd"), "s1", [], snap)
+    assert [f.dst for f in d.fdb if f.mac == "52:54:00:00:07:01"] == [PEERS[0]]
+    assert [n.mac for n in d.neigh if n.ip == "198.19.100.70"] == ["52:54:00:00:07:01"]
+    t = miss_tables(cfg("unicast-dynamic-nd"), "s1", snap)
+    assert t.l2["ovx100"]["52:54:00:00:07:01"] == PEERS[0] and t.l3["ovx100"]["198.19.100.70"] == "52:54:00:00:07:01"
+    # the same snapshot seen from s3, which hosts the MAC itself: never remote there
+    d3 = plan(cfg("unicast-static-nd"), "s3", [], snap)
+    assert "52:54:00:00:07:01" not in {f.mac for f in d3.fdb}

@@ -101,10 +101,24 @@ def remote_view(net: OverlayNetworkConfig, snapshot: Snapshot, owner: str) -> Re
             return False
 
     peers = sorted({m.vtep for m in snapshot.members if m.vni == net.vni and m.owner != owner and reachable(m.vtep)})
-    entries = sorted(
+    local_macs = {e.mac for e in snapshot.entries if e.vni == net.vni and e.owner == owner}
+    entries: list[Entry] = []
+    seen_mac: set[str] = set()
+    seen_ip: set[str] = set()
+    # One VTEP per MAC and one MAC per IP, chosen the same way on every VTEP
+    # (a MAC can be published twice for a moment while a VM migrates; a
+    # unicast FDB or ARP/ND entry holds one answer, and planning both would
+    # flip it on every pass). A MAC we host ourselves is never remote.
+    for e in sorted(
         (e for e in snapshot.entries if e.vni == net.vni and e.owner != owner and reachable(e.vtep)),
-        key=lambda e: (e.mac, e.vtep),
-    )
+        key=lambda e: (e.mac, e.vtep, e.owner),
+    ):
+        if e.mac in seen_mac or e.mac in local_macs:
+            continue
+        seen_mac.add(e.mac)
+        ips = tuple(ip for ip in e.ips if ip not in seen_ip)
+        seen_ip.update(ips)
+        entries.append(e if ips == e.ips else Entry(e.vni, e.mac, ips, e.vtep, e.owner))
     return Remote(tuple(peers), tuple(entries))
 
 
