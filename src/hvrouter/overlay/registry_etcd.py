@@ -91,6 +91,8 @@ class EtcdRegistry:
         self._max_ops: int | None = None  # None: one transaction whatever the size
         self._max_bytes: int | None = None
         self._closed = False
+        self._cache: dict[str, tuple[list[Member], list[Entry]]] = {}
+        self._cache_rev: int | None = None
         with self._lock:
             self._call("connect", lambda c: c.api_path)  # GET /version: fail fast, name the endpoint
 
@@ -134,11 +136,11 @@ class EtcdRegistry:
             return result
         raise RegistryError(f"etcd registry: {what} failed: cannot reach " + "; ".join(unreachable))
 
-    def _range(self, c: etcd3gw.Etcd3Client, prefix: str) -> tuple[int, list[dict[str, Any]]]:
-        """All keys under `prefix` at one revision: (revision, raw kvs)."""
+    def _range(self, c: etcd3gw.Etcd3Client, prefix: str, at: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """All keys under `prefix` at one revision (`at`, or the current one): (revision, raw kvs)."""
         start, end = _b64(prefix), _range_end(prefix)
         kvs: list[dict[str, Any]] = []
-        revision: int | None = None
+        revision: int | None = at
         while True:
             payload: dict[str, Any] = {"key": start, "range_end": end, "limit": PAGE_KEYS}
             if revision is not None:
@@ -277,11 +279,18 @@ class EtcdRegistry:
     def snapshot(self) -> Snapshot:
         with self._lock:
             revision, kvs = self._call("snapshot", lambda c: self._range(c, self._data))
-        return self._parse(revision, kvs)
+            self._cache = self._parse(kvs)
+            self._cache_rev = revision
+            return self._from_cache()
 
-    def _parse(self, revision: int, kvs: list[dict[str, Any]]) -> Snapshot:
-        members: list[Member] = []
-        entries: list[Entry] = []
+    def _from_cache(self) -> Snapshot:
+        members = [m for ms, _es in self._cache.values() for m in ms]
+        entries = [e for _ms, es in self._cache.values() for e in es]
+        return Snapshot(self._cache_rev if self._cache_rev is not None else 0, frozenset(members), frozenset(entries))
+
+    def _parse(self, kvs: list[dict[str, Any]]) -> dict[str, tuple[list[Member], list[Entry]]]:
+        """Raw kvs under the data prefix -> owner -> (members, entries)."""
+        out: dict[str, tuple[list[Member], list[Entry]]] = {}
         skip = len(self._data)
         keys = [a2b_base64(kv["key"]).decode(errors="replace")[skip:] for kv in kvs]
         raw = [a2b_base64(kv.get("value", "")) for kv in kvs]
@@ -295,6 +304,7 @@ class EtcdRegistry:
                 if len(parts) != 4:
                     raise ValueError("not <owner>/<kind>/<vni>/<name>")
                 owner, kind, vni, name = parts
+                members, entries = out.setdefault(owner, ([], []))
                 if kind == "m":
                     members.append(Member(int(vni), name, owner))
                 elif kind == "e":
@@ -303,25 +313,53 @@ class EtcdRegistry:
                     raise ValueError(f"unknown kind {kind!r}")
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("etcd registry %s: ignoring malformed key %s%s: %s", self.endpoint, self._data, key, exc)
-        return Snapshot(revision, frozenset(members), frozenset(entries))
+        return out
 
     def wait(self, revision: int, timeout: float) -> Snapshot | None:
-        if revision < 0:
-            return self.snapshot()
+        """Watch from `revision`; on a change re-read only the owners whose
+        keys changed, at the revision of the newest event seen. A publish or
+        a lease expiry touches one owner's keys in one revision, so that read
+        is complete; the next watch starts after it, so nothing is skipped.
+        Compaction, a cancelled watch or a revision we do not hold: full read."""
+        if revision < 0 or revision != self._cache_rev:
+            snap = self.snapshot()
+            return snap if revision < 0 or snap.revision != revision else None
         deadline = time.monotonic() + timeout
         with self._lock:
-            changed = self._call("wait", lambda c: self._watch(c, revision, deadline))
-        if not changed:
-            return None
+            change = self._call("wait", lambda c: self._watch(c, revision, deadline))
+            if change is None:
+                return None
+            owners, newest = change
+            if owners is not None and newest > revision:
+                try:
+                    for owner in owners:
+                        parsed = self._parse(self._owner_kvs(owner, newest))
+                        if owner in parsed:
+                            self._cache[owner] = parsed[owner]
+                        else:
+                            self._cache.pop(owner, None)
+                    self._cache_rev = newest
+                    return self._from_cache()
+                except RegistryError as exc:  # e.g. that revision was compacted meanwhile
+                    log.info("etcd registry %s: incremental read failed (%s); reading everything", self.endpoint, exc)
         snap = self.snapshot()
         return snap if snap.revision != revision else None
 
-    def _watch(self, c: etcd3gw.Etcd3Client, revision: int, deadline: float) -> bool:
-        """True as soon as the data prefix changed after `revision`; False at the deadline."""
+    def _owner_kvs(self, owner: str, at: int) -> list[dict[str, Any]]:
+        prefix = f"{self._data}{owner}/"
+        return self._call(f"read {owner}", lambda c: self._range(c, prefix, at))[1]
+
+    def _watch(
+        self, c: etcd3gw.Etcd3Client, revision: int, deadline: float
+    ) -> tuple[set[str] | None, int] | None:
+        """After `revision`: None at the deadline without a change; else (the
+        owners whose keys changed, the newest event's revision), or (None, 0)
+        when only a full read will do (error, cancel, compaction)."""
         create: dict[str, Any] = {"key": _b64(self._data), "range_end": _range_end(self._data), "start_revision": revision + 1}
         remaining = max(deadline - time.monotonic(), 0.001)
         resp = c.session.post(c.get_url("/watch"), json={"create_request": create}, stream=True,
                               timeout=(CONNECT_TIMEOUT_S, remaining))
+        skip = len(self._data)
         try:
             if resp.status_code != 200:
                 raise etcd_exc.Etcd3Exception(resp.text, resp.reason)
@@ -329,22 +367,32 @@ class EtcdRegistry:
             created = False
             for chunk in resp.iter_content(chunk_size=None):
                 buf += chunk
-                if not created:
-                    line, nl, rest = buf.partition(b"\n")
-                    if not nl:
+                while b"\n" in buf:
+                    line, _nl, buf = buf.partition(b"\n")
+                    if not line.strip():
                         continue
                     result = json.loads(line).get("result", {})
-                    if not result.get("created"):
-                        return True  # an error or a cancel (compaction): re-read
-                    if int(result.get("header", {}).get("revision", 0)) < revision:
-                        return True  # the store is older than our revision: etcd was recreated
-                    created, buf = True, rest
-                if buf.strip():
-                    return True  # events (or a compaction notice) after our revision
-            return False
+                    if not created:
+                        if not result.get("created"):
+                            return None, 0  # an error or a cancel: re-read
+                        if int(result.get("header", {}).get("revision", 0)) < revision:
+                            return None, 0  # the store is older than our revision: etcd was recreated
+                        created = True
+                        continue
+                    events = result.get("events") or []
+                    if result.get("canceled") or result.get("compact_revision") or not events:
+                        return None, 0
+                    owners: set[str] = set()
+                    newest = 0
+                    for ev in events:
+                        kv = ev.get("kv", {})
+                        owners.add(a2b_base64(kv.get("key", "")).decode(errors="replace")[skip:].split("/", 1)[0])
+                        newest = max(newest, int(kv.get("mod_revision", 0)))
+                    return owners, newest
+            return None
         except (requests.ConnectionError, requests.Timeout) as exc:
             if time.monotonic() >= deadline - 0.05:
-                return False  # the read timeout is our own timeout
+                return None  # the read timeout is our own timeout
             raise etcd_exc.ConnectionFailedError(str(exc)) from exc
         finally:
             resp.close()
