@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -354,64 +355,60 @@ def cmd_bird_config(args: argparse.Namespace) -> int:
 
 # -- bench --------------------------------------------------------------------------
 
+def _bounded(kind: type[int] | type[float], lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a number in [lo, hi] (argparse exits 2 otherwise)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected a number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"got {text}; expected {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _print_figures(result: dict[str, Any], as_json: bool) -> int:
+    """A benchmark's figures: JSON, or one `name value` line each."""
+    if as_json:
+        _print_json(result)
+    else:
+        width = max((len(k) for k in result), default=0) + 2
+        for k, v in result.items():
+            print(f"{k:<{width}}{v}")
+    return 0
+
+
 def cmd_bench_program(args: argparse.Namespace) -> int:
     from .bench.program import run_program_bench
 
-    result = run_program_bench(args.ports, keep=args.keep)
-    if args.json:
-        _print_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k:<24} {v}")
-    return 0
+    return _print_figures(run_program_bench(args.ports, keep=args.keep), args.json)
 
 
 def cmd_bench_dhcp(args: argparse.Namespace) -> int:
     from .bench.dhcpstorm import run_dhcp_bench
 
-    result = run_dhcp_bench(args.ports)
-    if args.json:
-        _print_json(result)
-    else:
-        for who in ("hvrouter", "dnsmasq"):
-            print(f"{who:<9} {result[who]}")
-    return 0
+    return _print_figures(run_dhcp_bench(args.ports), args.json)
 
 
 def cmd_bench_miss(args: argparse.Namespace) -> int:
     from .bench.miss import run_miss_bench
 
-    result = run_miss_bench(args.entries, shell_cap=args.shell_seconds)
-    if args.json:
-        _print_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k:<24} {v}")
-    return 0
+    return _print_figures(run_miss_bench(args.entries, shell_cap=args.shell_seconds), args.json)
 
 
 def cmd_bench_overlay(args: argparse.Namespace) -> int:
     from .bench.overlayconv import run_overlay_bench
 
-    result = run_overlay_bench(args.attachments)
-    if args.json:
-        _print_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k:<8} {v}")
-    return 0
+    return _print_figures(run_overlay_bench(args.attachments), args.json)
 
 
 def cmd_bench_converge(args: argparse.Namespace) -> int:
     from .bench.converge import run_converge_bench
 
-    result = run_converge_bench(args.name, args.ports)
-    if args.json:
-        _print_json(result)
-    else:
-        for k, v in result.items():
-            print(f"{k:<14} {v}")
-    return 0
+    return _print_figures(run_converge_bench(args.name, args.ports), args.json)
 
 
 # -- lab --------------------------------------------------------------------------------
@@ -702,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
         lp.set_defaults(func=func)
     lme = lab.add_parser("measure", help="VXLAN lab: BUM amplification and FDB sizes")
     lme.add_argument("--name", default="hvlab")
-    lme.add_argument("--frames", type=int, default=100)
+    lme.add_argument("--frames", type=_bounded(int, 1, 10000), default=100)
     lme.add_argument("--json", action="store_true")
     lme.set_defaults(func=cmd_lab_measure)
     le = lab.add_parser("exec", help="run a command in a node's namespace and environment")
@@ -737,12 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--json", action="store_true")
     bd.set_defaults(func=cmd_bench_dhcp)
     bm = b.add_parser("miss", help="VXLAN miss controller vs the seed's shell loop (10k MACs/IPs)")
-    bm.add_argument("--entries", type=int, default=10000)
-    bm.add_argument("--shell-seconds", type=float, default=30.0, help="cap on the shell loop's burst phase")
+    bm.add_argument("--entries", type=_bounded(int, 1, 25000), default=10000)
+    bm.add_argument("--shell-seconds", type=_bounded(float, 1, 600), default=30.0, help="cap on the shell loop's burst phase")
     bm.add_argument("--json", action="store_true")
     bm.set_defaults(func=cmd_bench_miss)
     bo = b.add_parser("overlay", help="overlay attach on S3 -> FDB entry on S1 and S2 (VXLAN lab, SQLite and etcd)")
-    bo.add_argument("--attachments", type=int, default=20)
+    bo.add_argument("--attachments", type=_bounded(int, 1, 150), default=20)
     bo.add_argument("--json", action="store_true")
     bo.set_defaults(func=cmd_bench_overlay)
     bc = b.add_parser("converge", help="port add on hv1 -> first ping answered from hv3 (lab)")

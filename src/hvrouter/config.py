@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError, Problem
+from .overlay.types import Mode
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 IFNAME_RE = r"^[A-Za-z0-9_.:@+-]{1,15}$"
@@ -151,16 +152,7 @@ class FirewallConfig(_Model):
     enabled: bool = Field(True, description="the safety table `inet hvrouter` (forwarding, RPF, BGP/BFD, NAT)")
 
 
-OverlayMode = Literal[
-    "multicast",
-    "unicast-flood",
-    "unicast-static-l2",
-    "unicast-static-nd",
-    "unicast-rsc",
-    "unicast-dynamic-l2",
-    "unicast-dynamic-nd",
-    "evpn",
-]
+OverlayMode = Mode  # the seed-002 variants, listed once in overlay/types.py
 MAC_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"
 
 

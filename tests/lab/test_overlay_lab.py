@@ -81,11 +81,20 @@ def test_agent_restart_flushes_nothing(lab: Lab) -> None:
     try:
         time.sleep(0.3)
         before = _fdb(lab, "hv1")
-        pid = int((Path(lab.files("hv1").state) / "hvrouter.pid").read_text())
+        state = Path(lab.files("hv1").state)
+        pid = int((state / "hvrouter.pid").read_text())
         os.kill(pid, signal.SIGKILL)
+        (state / "overlay-status.json").unlink()  # the new agent writes its own
+
+        def applied() -> bool:  # the new agent has read the registry and planned from it
+            try:
+                st = json.loads((state / "overlay-status.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return st.get("revision", -1) >= 0 and st.get("static_fdb") == len(before)
+
         lab.start_daemon("hv1")
-        assert _wait(lambda: (Path(lab.files("hv1").state) / "hvrouter.pid").read_text().strip() != str(pid), 10)
-        time.sleep(2.0)  # the new agent has read the registry and applied
+        assert _wait(applied, 15)
         assert _fdb(lab, "hv1") == before
     finally:
         monitor.terminate()

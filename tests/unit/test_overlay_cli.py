@@ -84,3 +84,27 @@ def test_list_json_reimports_identically_and_bad_import_changes_nothing(run, cap
     assert _list(run, capsys) == []
     assert run("overlay", "import", str(dump)) == 0
     assert _list(run, capsys) == saved
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "miss", "--entries", "0"],
+    ["bench", "miss", "--shell-seconds", "x"],
+    ["bench", "overlay", "--attachments", "999"],
+    ["lab", "measure", "--frames", "0"],
+    ["lab", "up", "--topology", "vxlan", "--mode", "nope"],
+])
+def test_bad_bench_and_lab_arguments_exit_2(argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected" in err or "invalid choice" in err
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["lab", "up", "--name", "hvxnone", "--topology", "vxlan"], "--mode"),
+    (["lab", "up", "--name", "hvxnone", "--mode", "multicast"], "--mode"),
+])
+def test_lab_up_option_mistakes_exit_2_before_building(argv: list[str], where: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(argv) == 2
+    assert where in capsys.readouterr().err

@@ -10,13 +10,11 @@ the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
-
-import jinja2
 
 from ..config import BgpConfig, Config
 from ..errors import InputError, Problem
+from ..templating import environment
 
 ROLES = ("hypervisor", "route-reflector", "edge")
 MAIN_TABLE = 254
@@ -100,18 +98,6 @@ class Static:
     prefixes: tuple[str, ...]
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hvrouter.bird", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-
-
 def render(cfg: Config, role: str | None = None) -> str:
     """The BIRD configuration of `role` (default: cfg.bird.role) for this host.
 
@@ -119,7 +105,7 @@ def render(cfg: Config, role: str | None = None) -> str:
     """
     role = role or cfg.bird.role
     context = _context(cfg, role)
-    return _environment().get_template(f"{role}.conf.j2").render(context)
+    return environment("hvrouter.bird").get_template(f"{role}.conf.j2").render(context)
 
 
 def _context(cfg: Config, role: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -27,9 +26,10 @@ from typing import TYPE_CHECKING, Literal
 from ..config import IFNAME_RE, Config
 from ..model import Port
 from ..ports import eui64_link_local
+from ..templating import environment
 
 if TYPE_CHECKING:
-    import jinja2
+    pass
 
 TABLE = "hvrouter"
 FAMILY = "inet"
@@ -68,22 +68,6 @@ SPOOFERS_SIZE = 65536
 _OBJ_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _OBJ_ESCAPE = re.compile(r"/([0-9a-f]{2})")
 LinkLocal = Literal["eui64", "any"]
-
-
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    # Imported here: a no-op pass only compares fingerprints and never
-    # renders, and the import alone is ~35 ms of it.
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hvrouter.firewall", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
 
 
 @dataclass
@@ -300,7 +284,7 @@ def render(cfg: Config, ports: Sequence[Port], *, link_local: LinkLocal = "eui64
     it, so a VM must hold it anyway), or "any" (fe80::/10), for guests that
     build theirs otherwise (RFC 7217 stable-privacy, Windows)."""
     el = _elements(cfg, ports, link_local)
-    text = _environment().get_template("hvrouter.nft.j2").render(
+    text = environment("hvrouter.firewall").get_template("hvrouter.nft.j2").render(
         table=TABLE,
         fingerprint=_PLACEHOLDER,
         taps=el.taps,

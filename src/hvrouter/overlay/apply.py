@@ -6,8 +6,9 @@ kernel, extern-learnt ones to FRR."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..errors import HvrouterError
 from ..kernel import NetlinkSocket
@@ -38,47 +39,41 @@ def apply(
     (an agent that has not read the registry yet must not flush what its
     predecessor programmed)."""
     res = ApplyResult()
+
+    def step(what: str, change: Callable[[], bool]) -> None:
+        """One kernel change; a failure is recorded and the pass goes on."""
+        try:
+            if change():
+                res.changes.append(what)
+        except (HvrouterError, OSError) as exc:
+            res.failures.append(f"{what}: {exc}")
+
     for name in stale_devices:
-        try:
-            if kv.delete_link(nl, name):
-                res.changes.append(f"removed device {name}")
-        except (HvrouterError, OSError) as exc:
-            res.failures.append(f"device {name}: {exc}")
+        step(f"removed device {name}", partial(kv.delete_link, nl, name))
     for br in desired.bridges:
-        try:
-            if kv.ensure_bridge(nl, br):
-                res.changes.append(f"bridge {br.name}")
-        except (HvrouterError, OSError) as exc:
-            res.failures.append(f"bridge {br.name}: {exc}")
+        step(f"bridge {br.name}", partial(kv.ensure_bridge, nl, br))
     for vx in desired.vxlans:
-        try:
-            if kv.ensure_vxlan(nl, vx):
-                res.changes.append(f"vxlan {vx.name} (vni {vx.vni}, local {vx.local})")
-            idx = kv.link_index(nl, vx.name)
-            if idx is not None:
-                res.devices[idx] = vx.name
-        except (HvrouterError, OSError) as exc:
-            res.failures.append(f"vxlan {vx.name}: {exc}")
+        step(f"vxlan {vx.name} (vni {vx.vni}, local {vx.local})", partial(kv.ensure_vxlan, nl, vx))
+    links = kv.link_indexes(nl)  # one dump, not one request per interface
+    res.devices = {links[vx.name]: vx.name for vx in desired.vxlans if vx.name in links}
     for port in desired.ports:
-        if kv.link_index(nl, port.interface) is None:
+        if port.interface not in links:
             res.pending.append(port.interface)
-            continue
-        try:
-            if kv.ensure_port(nl, port):
-                res.changes.append(f"port {port.interface} in {port.bridge}")
-        except (HvrouterError, OSError) as exc:
-            res.failures.append(f"port {port.interface} in {port.bridge}: {exc}")
+        else:
+            step(f"port {port.interface} in {port.bridge}", partial(kv.ensure_port, nl, port))
     # Detached interfaces leave the bridge (only ours: the overlay bridges).
     wanted: dict[str, set[str]] = {}
     for port in desired.ports:
         wanted.setdefault(port.bridge, set()).add(port.interface)
     for br in desired.bridges:
         try:
-            for member in kv.bridge_members(nl, br.name):
-                if member not in wanted.get(br.name, set()) and kv.release_port(nl, member):
-                    res.changes.append(f"port {member} out of {br.name}")
+            members = kv.bridge_members(nl, br.name)
         except (HvrouterError, OSError) as exc:
             res.failures.append(f"bridge {br.name} members: {exc}")
+            continue
+        for member in members:
+            if member not in wanted.get(br.name, set()):
+                step(f"port {member} out of {br.name}", partial(kv.release_port, nl, member))
     present = set(res.devices.values())
     index = {name: idx for idx, name in res.devices.items()}
     for dev in sorted(desired.managed & present) if entries else ():

@@ -41,15 +41,13 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-
-import jinja2
 
 from ..bird.files import install
 from ..config import EvpnConfig
 from ..errors import HvrouterError, InputError, Problem
+from ..templating import environment
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +95,6 @@ class FrrConfigError(FrrError):
 
 
 # -- rendering ---------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hvrouter.overlay", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
 
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -204,7 +190,7 @@ def render(
         "ranges": [str(r) for r in ranges],
         "neighbors": [str(n) for n in neighbors],
     }
-    return _environment().get_template(TEMPLATES[role]).render(context)
+    return environment("hvrouter.overlay").get_template(TEMPLATES[role]).render(context)
 
 
 def zebra_part(config_text: str) -> str:
@@ -219,6 +205,20 @@ def zebra_part(config_text: str) -> str:
     return "".join(out)
 
 
+def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+    """Run an FRR program; FrrError when it is missing or does not answer."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise FrrError(f"{cmd[0]}: not found (install frr)") from None
+    except subprocess.TimeoutExpired:
+        raise FrrError(f"{what}: no answer in {timeout:g} s") from None
+
+
+def _message(out: subprocess.CompletedProcess[str]) -> str:
+    return out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}"
+
+
 def check(config_text: str, vtysh: str = VTYSH) -> None:
     """Parse `config_text` with `vtysh -C` (every daemon's grammar, no daemon
     needed); raise FrrConfigError with vtysh's message. (`bgpd -C` exits 0
@@ -229,15 +229,9 @@ def check(config_text: str, vtysh: str = VTYSH) -> None:
         # vtysh reads <config_dir>/vtysh.conf: ours, not /etc/frr's.
         (Path(tmp) / "vtysh.conf").write_text("")
         cmd = [vtysh, "--config_dir", tmp, "-C", "-f", str(path)]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-        except FileNotFoundError:
-            raise FrrError(f"{vtysh}: not found (install frr)") from None
-        except subprocess.TimeoutExpired:
-            raise FrrError(f"{' '.join(cmd)}: no answer in {TIMEOUT:g} s") from None
+        out = _run(cmd, TIMEOUT, " ".join(cmd))
     if out.returncode != 0:
-        message = out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}"
-        raise FrrConfigError(message.replace(str(path), "<config>"), config_text)
+        raise FrrConfigError(_message(out).replace(str(path), "<config>"), config_text)
 
 
 # -- running instances -------------------------------------------------------------
@@ -349,15 +343,9 @@ class Frr:
         ]
         if self.netns is not None:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-        except FileNotFoundError:
-            raise FrrError(f"FRR {self.path}: {cmd[0]} not found (install frr)") from None
-        except subprocess.TimeoutExpired:
-            raise FrrError(f"FRR {self.path}: {daemon} did not daemonise in {TIMEOUT:g} s") from None
+        out = _run(cmd, TIMEOUT, f"FRR {self.path}: starting {daemon}")
         if out.returncode != 0:
-            message = out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}"
-            raise FrrError(f"FRR {self.path}: {' '.join(cmd)}: {message}")
+            raise FrrError(f"FRR {self.path}: {' '.join(cmd)}: {_message(out)}")
         deadline = time.monotonic() + TIMEOUT
         while True:
             if self.pid(daemon) is not None and self._answers(daemon):
@@ -471,15 +459,10 @@ class Frr:
             cmd += ["-d", daemon]
         for c in commands:
             cmd += ["-c", c]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        except FileNotFoundError:
-            raise FrrError(f"{self.vtysh_bin}: not found (install frr)") from None
-        except subprocess.TimeoutExpired:
-            raise FrrError(f"FRR {self.path}: vtysh {' / '.join(commands)}: no answer in {timeout:g} s") from None
+        what = f"FRR {self.path}: vtysh {' / '.join(commands)}"
+        out = _run(cmd, timeout, what)
         if out.returncode != 0:
-            message = out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}"
-            raise FrrError(f"FRR {self.path}: vtysh {' / '.join(commands)}: {message}")
+            raise FrrError(f"{what}: {_message(out)}")
         return out.stdout
 
     def vtysh_json(self, command: str, daemon: str | None = None) -> Any:

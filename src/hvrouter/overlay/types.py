@@ -8,18 +8,8 @@ MACs are lowercase `aa:bb:cc:dd:ee:ff`; IP addresses are compressed text
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-MODES = (
-    "multicast",
-    "unicast-flood",
-    "unicast-static-l2",
-    "unicast-static-nd",
-    "unicast-rsc",
-    "unicast-dynamic-l2",
-    "unicast-dynamic-nd",
-    "evpn",
-)
 Mode = Literal[
     "multicast",
     "unicast-flood",
@@ -30,6 +20,7 @@ Mode = Literal[
     "unicast-dynamic-nd",
     "evpn",
 ]
+MODES: tuple[str, ...] = get_args(Mode)
 ZERO_MAC = "00:00:00:00:00:00"
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
