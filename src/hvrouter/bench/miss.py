@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ..config import RegistryConfig
+from ..lab.manage import Lab
 from ..overlay.registry import open_registry
 from ..overlay.types import Entry, Member
 
@@ -61,14 +62,10 @@ def _ns(name: str) -> None:
 
 
 def _del_ns(name: str) -> None:
+    """Stop what runs in it by PID (the lab's way), then remove it."""
     if not Path("/run/netns", name).exists():
         return
-    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
+    Lab._stop_processes(name)
     subprocess.run(["ip", "netns", "del", name], check=False)
 
 
